@@ -1,0 +1,63 @@
+# Airlock developer commands. `make help` lists them.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := libs/core libs/client services/ingest services/redactor services/llm-worker services/auditor libs/devstack
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+# Pins apply to build backends too (hatchling is in constraints.txt).
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install jars run test unit integration lint format constraints clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s): install it and re-run, or set PYTHON=python3.11" % sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install every package, pinned by constraints.txt
+
+jars: install ## Resolve the Kafka broker's jars through Maven (cached in ~/.cache/airlock)
+	$(BIN)/python -c 'from airlock.devstack.kafka import ensure_jars; print(ensure_jars())'
+
+run: install ## Start the local mesh (Kafka, fake or real OpenAI, four services) and a demo
+	$(BIN)/airlock dev up
+
+test: install ## Run unit and integration tests (starts its own Kafka broker)
+	$(BIN)/pytest
+
+unit: install ## Run the unit tests only (no network, no broker)
+	$(BIN)/pytest tests/unit
+
+integration: install ## Run the integration tests only (real broker, fake OpenAI, real Presidio)
+	$(BIN)/pytest tests/integration
+
+lint: install ## Ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+constraints: ## Re-pin constraints.txt from a fresh resolution (review the diff)
+	rm -rf $(VENV)
+	PIP_CONSTRAINT= $(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT= $(BIN)/python -m pip install --quiet -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	(echo "# Exact versions of every third-party package (and the build backend), for 'pip install -c'."; \
+	 echo "# Regenerate with: make constraints"; \
+	 $(BIN)/python -m pip freeze --exclude-editable) > constraints.txt
+	@touch $(STAMP)
+
+clean: ## Remove .venv, caches and local stack state (.airlock)
+	rm -rf $(VENV) .airlock .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
