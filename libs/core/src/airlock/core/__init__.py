@@ -1,0 +1,1 @@
+"""Airlock's shared core: models, lifecycle, topics, settings and the stage runtime."""

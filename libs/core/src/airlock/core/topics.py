@@ -1,0 +1,115 @@
+"""Topic names and their provisioning specs.
+
+One place names every topic; services, the CLI, the chart's provisioning job and the tests
+all go through :class:`Topics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from airlock.core.settings import TopicSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: name, partitions and topic-level configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic Airlock uses, under one prefix (default ``airlock.``).
+
+    Attributes:
+        prefix: Prepended to each base name; tests use a unique prefix per run.
+    """
+
+    prefix: str = "airlock."
+
+    def name(self, base: str) -> str:
+        """Full name of a topic from its base name."""
+        return f"{self.prefix}{base}"
+
+    @property
+    def requests(self) -> str:
+        """Callers publish :class:`~airlock.core.models.LLMRequest` here."""
+        return self.name("requests")
+
+    @property
+    def accepted(self) -> str:
+        """Ingest → redactor; holds raw prompts (only the redactor reads it)."""
+        return self.name("accepted")
+
+    @property
+    def redacted(self) -> str:
+        """Redactor → llm-worker; prompts masked, placeholder map sealed."""
+        return self.name("redacted")
+
+    @property
+    def completions(self) -> str:
+        """llm-worker → redactor; the answer, still masked."""
+        return self.name("completions")
+
+    @property
+    def responses(self) -> str:
+        """The default reply topic; callers may name others under it (``responses.<x>``)."""
+        return self.name("responses")
+
+    @property
+    def audit(self) -> str:
+        """One audit event per transition, from every stage."""
+        return self.name("audit")
+
+    @property
+    def ledger(self) -> str:
+        """The auditor's hash-chained, sealed copy of the audit topic."""
+        return self.name("ledger")
+
+    @property
+    def checkpoints(self) -> str:
+        """Signed checkpoints of the ledger."""
+        return self.name("ledger.checkpoints")
+
+    @property
+    def dlq(self) -> str:
+        """Records a stage could not process: original bytes plus the reason in headers."""
+        return self.name("dlq")
+
+    def is_reply_topic(self, topic: str) -> bool:
+        """Tell whether a caller may name ``topic`` as its reply topic."""
+        return topic == self.responses or (
+            topic.startswith(self.responses + ".") and len(topic) > len(self.responses) + 1
+        )
+
+    def specs(self, settings: TopicSettings) -> list[TopicSpec]:
+        """The topics to provision, with partitions and retention from ``settings``.
+
+        The ledger and its checkpoints keep their records forever by default (they are the
+        evidence); the audit topic keeps them as long, so the ledger can always be rebuilt
+        and cross-checked against its source. Transit topics hold prompts and answers, so
+        they keep them only as long as a stage might need to catch up.
+        """
+        transit = {"retention.ms": str(settings.transit_retention_ms)}
+        evidence = {"retention.ms": str(settings.ledger_retention_ms), "cleanup.policy": "delete"}
+        partitions, replication = settings.partitions, settings.replication_factor
+
+        def spec(name: str, configs: dict[str, str], count: int = partitions) -> TopicSpec:
+            return TopicSpec(name, count, replication, configs)
+
+        return [
+            spec(self.requests, transit),
+            spec(self.accepted, transit),
+            spec(self.redacted, transit),
+            spec(self.completions, transit),
+            spec(self.responses, transit),
+            spec(self.dlq, {"retention.ms": str(settings.dlq_retention_ms)}),
+            # The ledger mirrors the audit topic partition for partition.
+            spec(self.audit, evidence),
+            spec(self.ledger, evidence),
+            spec(self.checkpoints, evidence, count=1),
+        ]
