@@ -1,0 +1,1 @@
+"""Airlock auditor: seals the audit topic into a verifiable ledger."""

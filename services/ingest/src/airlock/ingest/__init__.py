@@ -1,0 +1,1 @@
+"""Airlock ingest: the gate every request passes first."""

@@ -1,0 +1,1 @@
+"""Airlock llm-worker: the only service that talks to the model provider."""

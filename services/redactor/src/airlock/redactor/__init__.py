@@ -1,0 +1,1 @@
+"""Airlock redactor: the only service that sees raw PII."""

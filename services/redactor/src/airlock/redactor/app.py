@@ -1,0 +1,46 @@
+"""Redactor wiring: ``faststream run airlock.redactor.app:app``."""
+
+from __future__ import annotations
+
+from airlock.core import logs
+from airlock.core.crypto import KeyRing, load_key_ring
+from airlock.core.runtime import StageRuntime
+from airlock.core.settings import load
+from airlock.core.stage import RecordProcessor, StageContext
+from airlock.core.topics import Topics
+from airlock.redactor.handlers import RedactHandler, RestoreHandler
+from airlock.redactor.redaction import build_redactor
+from airlock.redactor.settings import RedactorSettings
+
+SERVICE = "redactor"
+
+
+def vault_key_ring(settings: RedactorSettings) -> KeyRing:
+    """The key ring sealing placeholder maps, from the secret or the secret file."""
+    inline = settings.vault_keys.get_secret_value() if settings.vault_keys else None
+    return load_key_ring(inline, settings.vault_keys_file, variable="AIRLOCK_REDACTOR_VAULT_KEYS")
+
+
+def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
+    """Build the redactor stage: masking on the accepted topic, restoring on completions."""
+    settings = settings or load(RedactorSettings)
+    ring = vault_key_ring(settings)
+    topics = Topics(settings.kafka.topic_prefix)
+    context = StageContext(SERVICE, topics)
+    redact = RedactHandler(context, build_redactor(settings), ring, settings.policy_version)
+    restore = RestoreHandler(context, ring)
+    return StageRuntime(
+        SERVICE,
+        {
+            topics.accepted: redact,
+            topics.completions: RecordProcessor(restore.handle, restore.give_up),
+        },
+        context=context,
+        kafka=settings.kafka,
+        settings=settings,
+    )
+
+
+logs.configure(SERVICE)
+runtime = create_runtime()
+app = runtime.app
