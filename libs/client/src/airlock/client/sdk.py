@@ -1,0 +1,195 @@
+"""The client: publishes :class:`LLMRequest` records and matches replies by request id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from airlock.core import headers as h
+from airlock.core.admin import partition_counts
+from airlock.core.models import (
+    ChatMessage,
+    ChatParams,
+    CompletionReply,
+    ErrorReply,
+    LLMRequest,
+    reply_adapter,
+)
+from airlock.core.settings import KafkaSettings
+from airlock.core.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class ReplyTimeout(TimeoutError):
+    """No reply arrived for a request within the timeout."""
+
+
+class AirlockClient:
+    """Sends requests to Airlock and awaits their replies.
+
+    Use as an async context manager. Replies are read from ``reply_to`` (default: the
+    shared responses topic) with ``read_committed``, from the moment the client started.
+
+    Args:
+        kafka: Connection settings.
+        client_id: This internal system's id.
+        reply_to: Reply topic; defaults to the shared ``<prefix>responses``.
+    """
+
+    def __init__(self, kafka: KafkaSettings, client_id: str, *, reply_to: str | None = None) -> None:
+        self._kafka = kafka
+        self.topics = Topics(kafka.topic_prefix)
+        self.client_id = client_id
+        self.reply_to = reply_to or self.topics.responses
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[CompletionReply | ErrorReply]] = {}
+        self._early: dict[str, CompletionReply | ErrorReply] = {}
+        self._mine: set[str] = set()
+
+    async def __aenter__(self) -> AirlockClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect, and start listening for replies from the current end of the reply topic."""
+        self._producer = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all")
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.client_args(), enable_auto_commit=False, isolation_level="read_committed"
+        )
+        await self._consumer.start()
+        count = (await partition_counts(self._kafka, [self.reply_to])).get(self.reply_to, 0)
+        tps = [TopicPartition(self.reply_to, p) for p in range(count)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)  # resolve now, so no reply is missed
+        self._listener = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        """Stop listening and disconnect."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _listen(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        reply = reply_adapter.validate_json(record.value or b"")
+                    except ValidationError:
+                        log.warning("ignoring unreadable reply at %s/%s", record.partition, record.offset)
+                        continue
+                    self._deliver(reply)
+
+    def _deliver(self, reply: CompletionReply | ErrorReply) -> None:
+        request_id = reply.request_id or ""
+        if request_id not in self._mine:
+            return  # another caller's reply on a shared topic
+        future = self._waiting.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+        else:
+            self._early[request_id] = reply
+
+    def build(
+        self,
+        content: str | Sequence[ChatMessage],
+        *,
+        tenant: str,
+        model: str,
+        use_case: str = "default",
+        params: ChatParams | None = None,
+        request_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> LLMRequest:
+        """A request from this client (a single user message when ``content`` is text)."""
+        messages = [ChatMessage(role="user", content=content)] if isinstance(content, str) else list(content)
+        return LLMRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            client_id=self.client_id,
+            tenant=tenant,
+            use_case=use_case,
+            model=model,
+            messages=messages,
+            params=params or ChatParams(),
+            reply_to=self.reply_to,
+            metadata=metadata or {},
+        )
+
+    async def publish(self, request: LLMRequest) -> None:
+        """Publish a request (without waiting for the reply)."""
+        await self.publish_raw(request.to_bytes(), request_id=request.request_id, reply_to=request.reply_to)
+
+    async def publish_raw(
+        self,
+        value: bytes,
+        *,
+        request_id: str | None = None,
+        reply_to: str | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Publish arbitrary bytes to the request topic (tests, other producers' behaviour)."""
+        assert self._producer is not None, "start the client first"
+        all_headers = list(headers)
+        if request_id:
+            self._mine.add(request_id)
+            all_headers.append((h.REQUEST_ID, request_id.encode()))
+        if reply_to:
+            all_headers.append((h.REPLY_TO, reply_to.encode()))
+        await self._producer.send_and_wait(
+            self.topics.requests, value, key=(request_id or "").encode() or None, headers=all_headers
+        )
+
+    def expect(self, request_id: str) -> None:
+        """Keep the reply to ``request_id``, a request published by other means than this client."""
+        self._mine.add(request_id)
+
+    async def wait(self, request_id: str, timeout: float = 60.0) -> CompletionReply | ErrorReply:
+        """Wait for the reply to ``request_id``.
+
+        Raises:
+            ReplyTimeout: When none arrives within ``timeout`` seconds.
+        """
+        early = self._early.pop(request_id, None)
+        if early is not None:
+            self._mine.discard(request_id)
+            return early
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ReplyTimeout(f"no reply to {request_id} within {timeout:.0f}s") from None
+        finally:
+            self._waiting.pop(request_id, None)
+            self._mine.discard(request_id)
+
+    async def ask(self, request: LLMRequest, timeout: float = 60.0) -> CompletionReply | ErrorReply:
+        """Publish ``request`` and wait for its reply."""
+        await self.publish(request)
+        return await self.wait(request.request_id, timeout)

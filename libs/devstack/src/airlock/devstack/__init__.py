@@ -1,0 +1,1 @@
+"""Airlock's local stack: a real Kafka broker, a fake OpenAI server, the services, the CLI."""

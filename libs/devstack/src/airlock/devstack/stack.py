@@ -1,0 +1,128 @@
+"""The whole local stack in one object: broker, fake OpenAI, topics, keys, services.
+
+``airlock dev up`` and the integration tests both build on :class:`LocalStack`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlock.core.admin import provision
+from airlock.core.crypto import KeyRing
+from airlock.core.settings import KafkaSettings, TopicSettings
+from airlock.core.topics import Topics
+from airlock.devstack.kafka import LocalKafka, free_port
+from airlock.devstack.mesh import SERVICES, FakeOpenAIProcess, Mesh, wait_ready
+
+#: Not a secret: the fake server accepts any bearer token.
+FAKE_API_KEY = "sk-airlock-fake"
+
+
+def write_secret(path: Path, content: str) -> Path:
+    """Write a file only the current user can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    return path
+
+
+def ensure_vault_keys(state: Path) -> Path:
+    """The dev stack's redactor key ring, generated on first use."""
+    path = state / "secrets" / "vault-keys.json"
+    if not path.exists():
+        write_secret(path, KeyRing.generate("dev-1").to_json())
+    return path
+
+
+@dataclass
+class LocalStack:
+    """Broker + fake OpenAI + provisioned topics + the four services, all on loopback.
+
+    Args:
+        state: Directory for broker data, logs and dev keys.
+        bootstrap: ``host:port`` the broker listens on (``None``: a free port).
+        topic_prefix: Prefix of every topic (tests use a unique one).
+        real_openai: Use ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``) instead of the fake.
+        partitions: Partitions of the pipeline topics.
+        latency_ms: Fake model latency.
+        extra_env: More environment for the services.
+    """
+
+    state: Path
+    bootstrap: str | None = None
+    topic_prefix: str = "airlock."
+    real_openai: bool = False
+    partitions: int = 6
+    latency_ms: float = 0.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    kafka: LocalKafka | None = None
+    fake: FakeOpenAIProcess | None = None
+    mesh: Mesh | None = None
+
+    @property
+    def kafka_settings(self) -> KafkaSettings:
+        """Settings for clients of this stack."""
+        assert self.kafka is not None
+        return KafkaSettings(bootstrap=self.kafka.bootstrap, topic_prefix=self.topic_prefix)
+
+    @property
+    def topics(self) -> Topics:
+        """Topic names of this stack."""
+        return Topics(self.topic_prefix)
+
+    def start_broker(self) -> LocalKafka:
+        """Start the broker (reusing its data directory)."""
+        port = int(self.bootstrap.rsplit(":", 1)[1]) if self.bootstrap else 0
+        host = self.bootstrap.rsplit(":", 1)[0] if self.bootstrap else "127.0.0.1"
+        self.kafka = LocalKafka(self.state / "kafka", host=host, port=port)
+        return self.kafka.start()
+
+    def start_fake(self) -> FakeOpenAIProcess | None:
+        """Start the fake OpenAI server unless the real API is used."""
+        if self.real_openai:
+            return None
+        logs = self.state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.fake = FakeOpenAIProcess(free_port(), logs / "fake-openai.log", latency_ms=self.latency_ms)
+        return self.fake.start()
+
+    async def provision(self) -> list[str]:
+        """Create the topics (idempotent)."""
+        return await provision(self.kafka_settings, self.topics.specs(TopicSettings(partitions=self.partitions)))
+
+    def service_env(self) -> dict[str, str]:
+        """Environment shared by the services."""
+        assert self.kafka is not None
+        env = {
+            "AIRLOCK_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "AIRLOCK_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+            "AIRLOCK_REDACTOR_VAULT_KEYS_FILE": str(ensure_vault_keys(self.state)),
+            "AIRLOCK_TOPICS_PARTITIONS": str(self.partitions),
+        }
+        if self.fake is not None:
+            env["AIRLOCK_LLM_WORKER_OPENAI_BASE_URL"] = self.fake.base_url
+            env["AIRLOCK_LLM_WORKER_OPENAI_API_KEY"] = FAKE_API_KEY
+        return {**env, **self.extra_env}
+
+    async def start_services(self, scale: dict[str, int] | None = None, timeout_s: float = 180.0) -> Mesh:
+        """Start every service (``scale`` replicas each, default 1) and wait until ready."""
+        logs = self.state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        counts = {name: (scale or {}).get(name, 1) for name in SERVICES}
+        self.mesh = Mesh(self.service_env(), logs)
+        for name, count in counts.items():
+            self.mesh.start(name, count)
+        await wait_ready(self.kafka_settings, self.mesh, timeout_s)
+        return self.mesh
+
+    def stop(self) -> None:
+        """Stop services, the fake server and the broker, in that order."""
+        if self.mesh is not None:
+            self.mesh.stop()
+        if self.fake is not None:
+            self.fake.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
