@@ -191,6 +191,35 @@ class ErrorReply(_Model):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class UsageRecord(_Model):
+    """One request's metered usage, published on the usage topic by the llm-worker.
+
+    It is written in the same transaction as the completion, so spend is never lost and
+    never counted twice; ingest replicas read the topic to enforce quotas and budgets.
+
+    Attributes:
+        model: The logical model the caller asked for.
+        served_model: The provider model or deployment that answered.
+        target: Which routing target served the call.
+        cost_usd: Cost from the configured price table.
+        cached: True when the answer came from the response cache (no tokens spent).
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    airlock_id: str
+    request_id: str
+    client_id: str
+    tenant: str
+    use_case: str
+    model: str
+    served_model: str
+    target: str | None = None
+    usage: Usage
+    cost_usd: float = 0.0
+    cached: bool = False
+    at: datetime = Field(default_factory=utcnow)
+
+
 Reply = Annotated[CompletionReply | ErrorReply, Field(discriminator="kind")]
 reply_adapter: TypeAdapter[CompletionReply | ErrorReply] = TypeAdapter(Reply)
 

@@ -98,6 +98,7 @@ class TopicSettings(AirlockSettings):
         dlq_retention_ms: Retention of the dead-letter topic.
         ledger_retention_ms: Retention of the audit, ledger and checkpoint topics; -1 keeps
             them forever.
+        usage_retention_ms: Retention of the usage topic; longer than any budget window.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="AIRLOCK_TOPICS_")
@@ -107,6 +108,7 @@ class TopicSettings(AirlockSettings):
     transit_retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
     dlq_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
     ledger_retention_ms: int = Field(default=-1, ge=-1)
+    usage_retention_ms: int = Field(default=40 * DAY_MS, ge=-1)
 
 
 class StageSettings(AirlockSettings):

@@ -76,6 +76,11 @@ class Topics:
         return self.name("ledger.checkpoints")
 
     @property
+    def usage(self) -> str:
+        """Metered usage per request (:class:`~airlock.core.models.UsageRecord`), keyed by tenant."""
+        return self.name("usage")
+
+    @property
     def dlq(self) -> str:
         """Records a stage could not process: original bytes plus the reason in headers."""
         return self.name("dlq")
@@ -108,6 +113,8 @@ class Topics:
             spec(self.completions, transit),
             spec(self.responses, transit),
             spec(self.dlq, {"retention.ms": str(settings.dlq_retention_ms)}),
+            # Usage must outlive the longest budget window (a calendar month).
+            spec(self.usage, {"retention.ms": str(settings.usage_retention_ms)}),
             # The ledger mirrors the audit topic partition for partition.
             spec(self.audit, evidence),
             spec(self.ledger, evidence),
