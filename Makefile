@@ -12,7 +12,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install jars run test unit integration lint format constraints clean
+.PHONY: help install jars run test unit integration bench lint format constraints clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ unit: install ## Run the unit tests only (no network, no broker)
 
 integration: install ## Run the integration tests only (real broker, fake OpenAI, real Presidio)
 	$(BIN)/pytest tests/integration
+
+bench: install ## Benchmarks against the issue targets (prints a table; slow)
+	$(BIN)/airlock bench
 
 lint: install ## Ruff and mypy
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from airlock.devstack.cli import audit, dev, redact, send, topics
+from airlock.devstack.cli import audit, bench, dev, redact, send, topics
 
 app = typer.Typer(
     help="Airlock: a Kafka-native gateway to the OpenAI API.",
@@ -22,6 +22,7 @@ app.add_typer(topics.app, name="topics")
 app.add_typer(audit.app, name="audit")
 app.command("send")(send.send)
 app.command("redact")(redact.redact)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:
