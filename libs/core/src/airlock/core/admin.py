@@ -40,6 +40,19 @@ async def connect_admin(kafka: KafkaSettings, *, timeout_s: float = 60.0) -> AIO
             delay = min(delay * 2, 5.0)
 
 
+async def probe_kafka(kafka: KafkaSettings) -> str | None:
+    """``None`` when Kafka answers a metadata request, else a short reason."""
+    admin = AIOKafkaAdminClient(**kafka.client_args())
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return None
+    except KafkaError as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await admin.close()
+
+
 async def provision(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> list[str]:
     """Create missing topics and grow partition counts that are too small.
 

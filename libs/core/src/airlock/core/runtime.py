@@ -159,7 +159,7 @@ class StageRuntime:
         )
         self.subscriber(self._on_batch)
         self._started = False
-        self.app = AsgiFastStream(
+        self.app = _StageApp(
             self.broker,
             asgi_routes=[("/healthz", get(self._healthz)), ("/readyz", get(self._readyz))],
             logger=logging.getLogger("airlock.app"),
@@ -177,6 +177,8 @@ class StageRuntime:
     async def _run_startup_hooks(self) -> None:
         # uvicorn installs its own log handlers when it starts; route them to ours again.
         logs.configure(self.service)
+        await wait_for_kafka(self._kafka, self.service)
+        await check_transactions(self._kafka, self.group_id)
         for hook in self._startup_hooks:
             await hook()
 
@@ -414,6 +416,67 @@ class StageRuntime:
         """Shutdown: stop taking records, let in-flight work commit within the grace period."""
         self._closing = True
         await self.revoke(list(self._partitions), grace_s=self._settings.shutdown_grace_s)
+
+
+class _StageApp(AsgiFastStream):
+    """The ASGI app of a stage: a failed start-up ends the process (so it is restarted)."""
+
+    async def run(self, log_level: int = logging.INFO, run_extra_options: dict[str, Any] | None = None) -> None:
+        """Run under uvicorn with ``lifespan=on`` unless told otherwise.
+
+        uvicorn's default (``auto``) logs a failed start-up and keeps serving a dead app.
+        """
+        options = dict(run_extra_options or {})
+        options.setdefault("lifespan", "on")
+        await super().run(log_level, options)
+
+
+class TransactionsUnsupported(RuntimeError):
+    """The Kafka cluster refuses transactional producers, which every stage requires."""
+
+
+async def wait_for_kafka(kafka: KafkaSettings, service: str) -> None:
+    """Block start-up until Kafka answers, retrying with capped backoff and one log line per try."""
+    from airlock.core.admin import probe_kafka
+
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        error = await probe_kafka(kafka)
+        if error is None:
+            if attempt > 1:
+                log.info("%s: Kafka at %s is reachable", service, kafka.bootstrap)
+            return
+        log.warning(
+            "%s: Kafka at %s not reachable (%s); retry %d in %.1fs",
+            service,
+            kafka.bootstrap,
+            error,
+            attempt,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+async def check_transactions(kafka: KafkaSettings, group_id: str) -> None:
+    """Fail start-up with a plain message if the cluster cannot run transactional producers.
+
+    Raises:
+        TransactionsUnsupported: The broker refused ``InitProducerId`` for a transactional id.
+    """
+    producer = AIOKafkaProducer(**kafka.client_args(), transactional_id=f"{group_id}.startup-check")
+    try:
+        await producer.start()
+    except KafkaError as error:
+        raise TransactionsUnsupported(
+            f"Kafka at {kafka.bootstrap} refuses transactional producers ({type(error).__name__}: {error}); "
+            "Airlock commits every stage's output, audit event and offsets in one transaction and "
+            "cannot run without them (check the broker version, transaction.state.log settings and "
+            "the TransactionalId ACLs of this service's principal)"
+        ) from None
+    finally:
+        await producer.stop()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
