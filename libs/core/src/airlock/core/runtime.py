@@ -285,6 +285,7 @@ class StageRuntime:
             except KafkaError as error:
                 log.warning("commit on %s failed (%s); rewinding to %d", part.tp, error, first)
                 self._discard(part, rewind_to=first)
+                await self._renew_producer(part)
                 await asyncio.sleep(self._backoff(1))
                 return
             for offset in range(first, next_offset):
@@ -390,6 +391,19 @@ class StageRuntime:
                 await asyncio.gather(part.committer, return_exceptions=True)
         self._reset(part)
         await part.producer.stop()
+
+    async def _renew_producer(self, part: _Partition) -> None:
+        """Replace a producer after a failed commit.
+
+        A transaction that could not be committed or aborted (broker restart, network) can
+        leave the producer in an error state; a fresh one with the same transactional id
+        aborts whatever the old one left open and fences it.
+        """
+        try:
+            await part.producer.stop()
+        except Exception as error:  # the old producer is being discarded either way
+            log.debug("stopping the failed producer for %s: %s", part.tp, error)
+        part.producer = await self._start_producer(part.tp)
 
     async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         transactional_id = f"{self.group_id}.{tp.topic}.{tp.partition}"
