@@ -13,6 +13,8 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install jars run test unit integration bench lint format constraints clean
+.PHONY: chart-test chart-topics images
+.PHONY: eval
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +44,40 @@ integration: install ## Run the integration tests only (real broker, fake OpenAI
 
 bench: install ## Benchmarks against the issue targets (prints a table; slow)
 	$(BIN)/airlock bench
+
+eval: install ## Redaction leakage and utility per entity type: Airlock vs plain Presidio (same model)
+	$(BIN)/python -m airlock.devstack.eval
+
+chart-test: install ## Render, lint and validate the Helm chart (real Helm engine, offline) and check the images
+	$(BIN)/pytest tests/chart
+
+chart-topics: install ## Regenerate the chart's topic table (charts/airlock/files/topics.yaml) from Topics.specs
+	$(BIN)/airlock ops chart-topics > charts/airlock/files/topics.yaml
+
+# Images: airlock/<name>:<chart appVersion>, built from the repository root. An engine counts
+# only when it can build (a docker client without a reachable daemon does not): with none,
+# `make images` says so and exits 0 (nothing to build here is not an error); set
+# REQUIRE_ENGINE=1 to make it fail instead (make exits 2; CI that must produce images).
+IMAGE_PREFIX ?= airlock
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' charts/airlock/Chart.yaml)
+CONTAINER_ENGINES ?= docker podman
+IMAGES := ingest:services/ingest redactor:services/redactor llm-worker:services/llm-worker auditor:services/auditor cli:libs/devstack
+
+images: ## Build the four service images and the CLI image (docker or podman; says so when neither can build)
+	@engine=""; \
+	for candidate in $(CONTAINER_ENGINES); do \
+	  if command -v $$candidate >/dev/null 2>&1 && $$candidate info >/dev/null 2>&1; then engine=$$candidate; break; fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+	  echo "make images: no container engine can build here (tried: $(CONTAINER_ENGINES); a client whose daemon is not running does not count)."; \
+	  echo "make images: nothing was built. Start Docker or install Podman and run 'make images' again."; \
+	  exit $(if $(REQUIRE_ENGINE),3,0); \
+	fi; \
+	for image in $(IMAGES); do \
+	  name=$${image%%:*}; dir=$${image#*:}; \
+	  echo "$$engine build -f $$dir/Dockerfile -t $(IMAGE_PREFIX)/$$name:$(IMAGE_TAG) ."; \
+	  $$engine build -f $$dir/Dockerfile -t $(IMAGE_PREFIX)/$$name:$(IMAGE_TAG) . || exit $$?; \
+	done
 
 lint: install ## Ruff and mypy
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airlock.client import AirlockClient
-from airlock.devstack.stack import LocalStack
+from airlock.devstack.stack import LocalStack, ensure_credentials_file
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """
     state: Path = tmp_path_factory.mktemp("stack")
     local = LocalStack(state=state, topic_prefix=f"it{uuid.uuid4().hex[:6]}.", partitions=3)
+    # Ingest refuses unsigned requests: any AirlockClient built in a test signs as the stack's
+    # dev client unless given other credentials.
+    credentials_variable = "AIRLOCK_CLIENT_CREDENTIALS_FILE"
+    previous = os.environ.get(credentials_variable)
+    os.environ[credentials_variable] = str(ensure_credentials_file(state))
     try:
         local.start_broker()
         local.start_fake()
@@ -29,10 +35,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
     finally:
         local.stop()
+        if previous is None:
+            os.environ.pop(credentials_variable, None)
+        else:
+            os.environ[credentials_variable] = previous
 
 
 @pytest.fixture
 async def client(stack: LocalStack) -> AsyncIterator[AirlockClient]:
-    """A connected SDK client with a unique client id."""
-    async with AirlockClient(stack.kafka_settings, f"test-{uuid.uuid4().hex[:6]}") as connected:
+    """A connected SDK client that signs as the stack's provisioned dev client."""
+    async with stack.client() as connected:
         yield connected

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from airlock.core.lifecycle import State
 
@@ -117,14 +117,45 @@ class RedactionSummary(_Model):
     entity_counts: dict[str, int] = Field(default_factory=dict)
 
 
+#: Finish reasons of an answer the model ended on its own; anything else (``length``,
+#: ``content_filter``…) means the answer was cut short or withheld.
+COMPLETE_FINISH_REASONS = frozenset({"stop", "tool_calls", "function_call"})
+
+
+def is_complete_finish(finish_reason: str) -> bool:
+    """Whether ``finish_reason`` means the model finished its answer (not truncated or filtered)."""
+    return finish_reason in COMPLETE_FINISH_REASONS
+
+
+def _derive_complete(data: Any) -> Any:
+    # ``complete`` always follows ``finish_reason``: a cut-short answer can never read as a success.
+    if isinstance(data, dict) and "finish_reason" in data:
+        return {**data, "complete": is_complete_finish(str(data["finish_reason"]))}
+    return data
+
+
 class Completion(_Model):
-    """The model's answer, still in redacted form (placeholders, not values)."""
+    """The model's answer, still in redacted form (placeholders, not values).
+
+    Attributes:
+        complete: False when ``finish_reason`` says the answer was cut short (``length``) or
+            withheld (``content_filter``); derived from it, never set independently.
+        target: The routing target that served the answer (``None`` for a cache hit).
+        attempts: Calls made to providers for this answer (0 for a cache hit).
+        cached: True when the answer came from the response cache.
+    """
 
     content: str
     finish_reason: str
     model: str
     usage: Usage = Usage()
     latency_ms: float = 0.0
+    complete: bool = True
+    target: str | None = None
+    attempts: int | None = None
+    cached: bool = False
+
+    _complete = model_validator(mode="before")(_derive_complete)
 
 
 class Envelope(_Model):
@@ -168,6 +199,10 @@ class CompletionReply(_Model):
     finish_reason: str
     usage: Usage
     created_at: datetime = Field(default_factory=utcnow)
+    #: False when the answer was cut short (``length``) or withheld (``content_filter``).
+    complete: bool = True
+
+    _complete = model_validator(mode="before")(_derive_complete)
 
 
 class ErrorReply(_Model):
@@ -178,6 +213,8 @@ class ErrorReply(_Model):
         message: A human sentence; never contains prompt text, PII or secrets.
         stage: The service that refused or failed the request.
         retry_after: Seconds after which retrying may succeed (quota and rate errors).
+        duplicate_of: For ``replayed`` and ``duplicate_request``: the airlock id of the
+            original request, whose own reply went (or goes) to its reply topic.
     """
 
     kind: Literal["error"] = "error"
@@ -188,6 +225,7 @@ class ErrorReply(_Model):
     message: str
     stage: str
     retry_after: float | None = None
+    duplicate_of: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -239,6 +277,11 @@ class AuditDetails(_Model):
     entity_counts: dict[str, int] | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
+    complete: bool | None = None
+    target: str | None = None
+    attempts: int | None = None
+    cached: bool | None = None
+    cost_usd: float | None = None
     latency_ms: float | None = None
     error_code: str | None = None
     error_message: str | None = None

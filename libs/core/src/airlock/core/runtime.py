@@ -22,6 +22,8 @@ it, work queued behind it is discarded, and after ``max_attempts`` the processor
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -88,6 +90,31 @@ class _RecordBudget:
             self._changed.notify_all()
 
 
+async def _keep_raw_headers(records: Any, default: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Parse a poll without losing it to a header that is not UTF-8.
+
+    FastStream's batch parser decodes every header as UTF-8 and drops the whole poll on one
+    that is not; the stages read raw records, so parse a lenient copy and keep the originals.
+    """
+    try:
+        return await default(records)
+    except UnicodeDecodeError:
+        lenient = tuple(
+            dataclasses.replace(
+                record, headers=[(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers or ()]
+            )
+            for record in records
+        )
+        message = await default(lenient)
+        message.raw_message = records
+        return message
+
+
+async def _raw_values(message: Any) -> list[bytes]:
+    """The poll's values as bytes: the stage decodes records itself (and headers not at all)."""
+    return [record.value or b"" for record in message.raw_message]
+
+
 def _incoming(record: Any) -> Incoming:
     return Incoming(
         topic=record.topic,
@@ -132,6 +159,7 @@ class StageRuntime:
         self._budget = _RecordBudget(max_in_flight)
         self._closing = False
         self._startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._registered = asyncio.Condition()
 
         self.broker = KafkaBroker(
             kafka.bootstrap,
@@ -154,6 +182,8 @@ class StageRuntime:
             max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1_048_576),
             fetch_max_bytes=max(settings.max_message_bytes * 4, 52_428_800),
             listener=_Rebalance(self),
+            parser=_keep_raw_headers,
+            decoder=_raw_values,
             title=f"{self.group_id}",
             description=f"The {service} stage's input.",
         )
@@ -219,6 +249,8 @@ class StageRuntime:
 
     async def _submit(self, tp: TopicPartition, records: list[Incoming]) -> None:
         part = self._partitions.get(tp)
+        if part is None and not self._closing:
+            part = await self._being_assigned(tp, records[0].offset)
         if part is None or part.closing or self._closing:
             return  # not ours (any more): the owner reprocesses from the committed offset
         if part.expect_first is not None:
@@ -232,6 +264,25 @@ class StageRuntime:
         task = asyncio.create_task(part.processor.process(records))
         part.pending.append(_Batch(part.generation, records, task))
         part.wakeup.set()
+
+    async def _being_assigned(self, tp: TopicPartition, first: int) -> _Partition | None:
+        """The partition once :meth:`assign` has set it up, if the consumer already owns it.
+
+        aiokafka applies a new assignment, and may fetch for it, *before* it awaits the
+        rebalance listener that starts the partition's producer. Records of such a partition
+        must not be dropped (the position would move past them and a later commit would skip
+        them): wait for the set-up, or rewind so that they are fetched again.
+        """
+        consumer = self.subscriber.consumer
+        if consumer is None or tp not in consumer.assignment():
+            return None
+        async with self._registered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registered.wait_for(lambda: tp in self._partitions), 30.0)
+        part = self._partitions.get(tp)
+        if part is None and tp in consumer.assignment():
+            consumer.seek(tp, first)
+        return part
 
     # -- committing ---------------------------------------------------------------------------
 
@@ -368,6 +419,8 @@ class StageRuntime:
             self._reset(part)
             part.committer = asyncio.create_task(self._committer(part))
             self._partitions[tp] = part
+        async with self._registered:
+            self._registered.notify_all()
         if new:
             log.info("%s assigned %s", self.service, _names(new))
 

@@ -99,6 +99,10 @@ class TopicSettings(AirlockSettings):
         ledger_retention_ms: Retention of the audit, ledger and checkpoint topics; -1 keeps
             them forever.
         usage_retention_ms: Retention of the usage topic; longer than any budget window.
+        llm_cache_retention_ms: Retention of the llm-worker's response cache topic; at least
+            the longest cache TTL.
+        ingest_seen_retention_ms: Retention of ingest's seen-requests topic; at least ingest's
+            idempotency window.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="AIRLOCK_TOPICS_")
@@ -109,6 +113,8 @@ class TopicSettings(AirlockSettings):
     dlq_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
     ledger_retention_ms: int = Field(default=-1, ge=-1)
     usage_retention_ms: int = Field(default=40 * DAY_MS, ge=-1)
+    llm_cache_retention_ms: int = Field(default=DAY_MS, ge=-1)
+    ingest_seen_retention_ms: int = Field(default=DAY_MS, ge=-1)
 
 
 class StageSettings(AirlockSettings):

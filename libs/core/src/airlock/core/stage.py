@@ -358,6 +358,7 @@ class StageContext:
                 message=error.message,
                 stage=self.stage,
                 retry_after=error.retry_after,
+                duplicate_of=error.duplicate_of,
             )
             records.insert(0, self.reply(reply_to, reply, incoming))
         event = self.transition(airlock_id, source, target, request=request, request_id=request_id, details=details)

@@ -81,6 +81,26 @@ class Topics:
         return self.name("usage")
 
     @property
+    def llm_cache(self) -> str:
+        """The llm-worker's response cache (compacted; redacted prompts' answers, per tenant)."""
+        return self.name("llm.cache")
+
+    @property
+    def llm_pacing(self) -> str:
+        """Rate-limit signals shared by every llm-worker replica (a provider's 429 pauses the fleet)."""
+        return self.name("llm.pacing")
+
+    @property
+    def ingest_seen(self) -> str:
+        """Ingest's memory of signed records and accepted request ids, one partition per request partition."""
+        return self.name("ingest.seen")
+
+    @property
+    def ingest_admissions(self) -> str:
+        """Ingest's rate-limit admission log: one partition, so every replica decides alike."""
+        return self.name("ingest.admissions")
+
+    @property
     def dlq(self) -> str:
         """Records a stage could not process: original bytes plus the reason in headers."""
         return self.name("dlq")
@@ -115,6 +135,22 @@ class Topics:
             spec(self.dlq, {"retention.ms": str(settings.dlq_retention_ms)}),
             # Usage must outlive the longest budget window (a calendar month).
             spec(self.usage, {"retention.ms": str(settings.usage_retention_ms)}),
+            # Latest answer per cache key; entries expire by their own TTL, the topic by retention.
+            spec(
+                self.llm_cache,
+                {"cleanup.policy": "compact,delete", "retention.ms": str(settings.llm_cache_retention_ms)},
+            ),
+            # Pacing signals matter for seconds; one partition keeps them in order for every reader.
+            spec(self.llm_pacing, {"retention.ms": str(3600 * 1000)}, count=1),
+            # Written by ingest partition p to partition p (same count as requests): replays and
+            # duplicate request ids are remembered as long as the idempotency window needs.
+            spec(self.ingest_seen, {"retention.ms": str(settings.ingest_seen_retention_ms)}),
+            # The broker stamps admissions (LogAppendTime), so every replica buckets them alike.
+            spec(
+                self.ingest_admissions,
+                {"retention.ms": str(3600 * 1000), "message.timestamp.type": "LogAppendTime"},
+                count=1,
+            ),
             # The ledger mirrors the audit topic partition for partition.
             spec(self.audit, evidence),
             spec(self.ledger, evidence),

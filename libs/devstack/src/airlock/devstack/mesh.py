@@ -103,6 +103,22 @@ class FakeOpenAIProcess:
         """Change latency or fault injection (see :class:`~airlock.devstack.fake_openai.FakeConfig`)."""
         return dict(self._call("PUT", "/_fake/config", changes))
 
+    def target_base_url(self, target: str) -> str:
+        """``OPENAI_BASE_URL`` of the fake's independent target ``target`` (OpenAI style)."""
+        return f"http://127.0.0.1:{self.port}/t/{target}/v1"
+
+    def azure_endpoint(self, target: str) -> str:
+        """The Azure OpenAI endpoint (``azure_endpoint``) of the fake's target ``target``."""
+        return f"http://127.0.0.1:{self.port}/t/{target}"
+
+    def configure_target(self, target: str, **changes: Any) -> dict[str, Any]:
+        """Change one target's latency or fault injection."""
+        return dict(self._call("PUT", f"/_fake/targets/{target}/config", changes))
+
+    def calls(self, target: str) -> list[dict[str, Any]]:
+        """One target's call log: ``at`` (epoch seconds), ``status``, ``fault``, ``api``, ``model``."""
+        return list(self._call("GET", f"/_fake/targets/{target}/calls"))
+
 
 @dataclass
 class ServiceProcess:

@@ -14,9 +14,14 @@ def cache_dir() -> Path:
     return base
 
 
-def state_dir() -> Path:
-    """Run state of the local stack (broker data, logs, dev keys): ``$AIRLOCK_STATE_DIR`` or ``./.airlock``."""
+def state_dir(create: bool = True) -> Path:
+    """Run state of the local stack (broker data, logs, dev keys): ``$AIRLOCK_STATE_DIR`` or ``./.airlock``.
+
+    Args:
+        create: Create the directory if missing (commands that only look for it pass False).
+    """
     configured = os.environ.get("AIRLOCK_STATE_DIR")
     base = Path(configured) if configured else Path.cwd() / ".airlock"
-    base.mkdir(parents=True, exist_ok=True)
+    if create:
+        base.mkdir(parents=True, exist_ok=True)
     return base

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from airlock.client import AirlockClient, ClientCredentials
 from airlock.core.admin import provision
 from airlock.core.crypto import KeyRing
 from airlock.core.settings import KafkaSettings, TopicSettings
@@ -35,6 +37,77 @@ def ensure_vault_keys(state: Path) -> Path:
     if not path.exists():
         write_secret(path, KeyRing.generate("dev-1").to_json())
     return path
+
+
+def ensure_signing_keys(state: Path) -> Path:
+    """The dev stack's ledger signing key ring (Ed25519 seeds), generated on first use."""
+    path = state / "secrets" / "ledger-signing-keys.json"
+    if not path.exists():
+        write_secret(path, KeyRing.generate("dev-sig-1").to_json())
+    return path
+
+
+def witness_dir(state: Path) -> Path:
+    """The dev stack's witness directory (a stand-in for write-once object storage)."""
+    return state / "witness"
+
+
+#: The dev and test client: `airlock send`, the `airlock dev up` demo and the tests sign as it.
+DEV_CLIENT_ID = "airlock-cli"
+
+
+def clients_file_path(state: Path) -> Path:
+    """Where the dev stack keeps ingest's clients file."""
+    return state / "secrets" / "clients.yaml"
+
+
+def ensure_clients_file(state: Path) -> Path:
+    """The dev stack's clients file, generated on first use.
+
+    It declares every tenant (no limits) and one client, :data:`DEV_CLIENT_ID`, allowed any
+    tenant, model, use case and reply topic. Add restricted clients and tenant limits with
+    ``airlock clients``; ingest reloads the file when it changes.
+    """
+    from airlock.ingest.clients import ANY, ClientPolicy, ClientsFile, Limits, new_key
+
+    path = clients_file_path(state)
+    if not path.exists():
+        key_id, key = new_key(DEV_CLIENT_ID)
+        policy = ClientPolicy(
+            keys={key_id: key},
+            tenants=[ANY],
+            models=[ANY],
+            use_cases=[ANY],
+            reply_topics=[ANY],
+            max_prompt_chars=200_000,
+            max_tokens=1_000_000,
+            description="dev and test client: airlock send, the demo, the integration tests",
+        )
+        ClientsFile(tenants={ANY: Limits()}, clients={DEV_CLIENT_ID: policy}).save(path)
+    return path
+
+
+def dev_credentials(state: Path, client_id: str = DEV_CLIENT_ID) -> ClientCredentials:
+    """Credentials of ``client_id`` (its newest valid key) from the dev stack's clients file.
+
+    Raises:
+        LookupError: The client is not in the file, or has no valid key.
+    """
+    from airlock.ingest.clients import ClientsFile
+
+    clients = ClientsFile.load(ensure_clients_file(state))
+    policy = clients.clients.get(client_id)
+    newest = policy.newest_key(datetime.now(UTC)) if policy else None
+    if newest is None:
+        raise LookupError(f"no valid key for client {client_id!r} in {clients_file_path(state)}")
+    key_id, key = newest
+    return ClientCredentials(client_id=client_id, key_id=key_id, secret=key.secret)
+
+
+def ensure_credentials_file(state: Path, client_id: str = DEV_CLIENT_ID) -> Path:
+    """A credentials file for ``client_id`` (what ``AIRLOCK_CLIENT_CREDENTIALS_FILE`` points at)."""
+    path = state / "secrets" / f"{client_id}.credentials.json"
+    return write_secret(path, dev_credentials(state, client_id).to_json())
 
 
 @dataclass
@@ -100,7 +173,11 @@ class LocalStack:
             "AIRLOCK_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "AIRLOCK_KAFKA_TOPIC_PREFIX": self.topic_prefix,
             "AIRLOCK_REDACTOR_VAULT_KEYS_FILE": str(ensure_vault_keys(self.state)),
+            "AIRLOCK_INGEST_CLIENTS_FILE": str(ensure_clients_file(self.state)),
+            "AIRLOCK_INGEST_CLIENTS_RELOAD_S": "1",
             "AIRLOCK_TOPICS_PARTITIONS": str(self.partitions),
+            "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE": str(ensure_signing_keys(self.state)),
+            "AIRLOCK_AUDITOR_WITNESS_DIR": str(witness_dir(self.state)),
         }
         if self.fake is not None:
             env["AIRLOCK_LLM_WORKER_OPENAI_BASE_URL"] = self.fake.base_url
@@ -117,6 +194,19 @@ class LocalStack:
             self.mesh.start(name, count)
         await wait_ready(self.kafka_settings, self.mesh, timeout_s)
         return self.mesh
+
+    @property
+    def clients_file(self) -> Path:
+        """Ingest's clients file (edit it with :class:`~airlock.ingest.clients.ClientsFile`)."""
+        return ensure_clients_file(self.state)
+
+    def credentials(self, client_id: str = DEV_CLIENT_ID) -> ClientCredentials:
+        """Signing credentials of a client in this stack's clients file."""
+        return dev_credentials(self.state, client_id)
+
+    def client(self, client_id: str = DEV_CLIENT_ID, *, reply_to: str | None = None) -> AirlockClient:
+        """An SDK client of this stack that signs as ``client_id`` (use ``async with``)."""
+        return AirlockClient(self.kafka_settings, client_id, reply_to=reply_to, credentials=self.credentials(client_id))
 
     def stop(self) -> None:
         """Stop services, the fake server and the broker, in that order."""

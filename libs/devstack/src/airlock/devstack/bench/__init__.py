@@ -84,4 +84,8 @@ def suites() -> dict[str, Suite]:
 
 
 #: Suite name → module implementing ``run``. Add yours here.
-SUITES: dict[str, str] = {}
+SUITES: dict[str, str] = {
+    "audit": "airlock.devstack.bench.audit",
+    "redactor": "airlock.devstack.bench.redactor",
+    "llm-worker": "airlock.devstack.bench.llm_worker",
+}

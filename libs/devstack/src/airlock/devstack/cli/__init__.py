@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from airlock.devstack.cli import audit, bench, dev, redact, send, topics
+from airlock.devstack.cli import audit, bench, clients, dev, ops, redact, send, topics, usage
 
 app = typer.Typer(
     help="Airlock: a Kafka-native gateway to the OpenAI API.",
@@ -23,6 +23,9 @@ app.add_typer(audit.app, name="audit")
 app.command("send")(send.send)
 app.command("redact")(redact.redact)
 app.command("bench")(bench.bench)
+app.add_typer(clients.app, name="clients")
+app.command("usage")(usage.usage)
+app.add_typer(ops.app, name="ops")
 
 
 def main() -> None:

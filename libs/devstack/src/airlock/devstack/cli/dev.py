@@ -112,13 +112,12 @@ def dev_up(
 
 
 async def _demo(stack: Any) -> None:
-    from airlock.client import AirlockClient
     from airlock.devstack.ledger import wait_for_timeline
 
     text = "Hi, I am Jane Roe. Mail me at jane.roe@example.com or call +1 415 555 0134 about my order."
     typer.echo("\n── demo ──────────────────────────────────────────────────────────────")
     typer.echo(f"request      {text}")
-    async with AirlockClient(stack.kafka_settings, "demo-cli") as client:
+    async with stack.client() as client:
         request = client.build(text, tenant="demo", model="gpt-4o-mini")
         reply = await client.ask(request, timeout=120)
     if stack.fake is not None:
@@ -147,9 +146,19 @@ def dev_fake_openai(
 def dev_env() -> None:
     """Print the environment to run one service by hand against `airlock dev up`'s stack."""
     from airlock.devstack.paths import state_dir
-    from airlock.devstack.stack import ensure_vault_keys
+    from airlock.devstack.stack import (
+        ensure_clients_file,
+        ensure_credentials_file,
+        ensure_signing_keys,
+        ensure_vault_keys,
+        witness_dir,
+    )
 
     kafka = kafka_settings()
     typer.echo(f"export AIRLOCK_KAFKA_BOOTSTRAP={kafka.bootstrap}")
     typer.echo(f"export AIRLOCK_KAFKA_TOPIC_PREFIX={kafka.topic_prefix}")
     typer.echo(f"export AIRLOCK_REDACTOR_VAULT_KEYS_FILE={ensure_vault_keys(state_dir())}")
+    typer.echo(f"export AIRLOCK_INGEST_CLIENTS_FILE={ensure_clients_file(state_dir())}")
+    typer.echo(f"export AIRLOCK_CLIENT_CREDENTIALS_FILE={ensure_credentials_file(state_dir())}")
+    typer.echo(f"export AIRLOCK_AUDITOR_SIGNING_KEYS_FILE={ensure_signing_keys(state_dir())}")
+    typer.echo(f"export AIRLOCK_AUDITOR_WITNESS_DIR={witness_dir(state_dir())}")
