@@ -1,0 +1,190 @@
+{{/*
+Names, labels and the table of components. Helpers that concern one component take a dict:
+  ctx       = the root context (.)
+  component = ingest | redactor | llm-worker | auditor (or provisioning, audit-replay for tools)
+*/}}
+
+{{- define "airlock.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "airlock.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "airlock.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of a component's resources: <fullname>-<component>. */}}
+{{- define "airlock.resourceName" -}}
+{{- printf "%s-%s" (include "airlock.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "airlock.labels" -}}
+helm.sh/chart: {{ include "airlock.chart" .ctx }}
+{{ include "airlock.selectorLabels" . }}
+app.kubernetes.io/part-of: airlock
+{{- if .ctx.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "airlock.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "airlock.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The services: values block, entry point, env prefix and input topics (base names). The input
+topics and consumer group must match what each service's app.py subscribes to
+(airlock.devstack.mesh.service_inputs); tests/chart checks that they do.
+*/}}
+{{- define "airlock.components" -}}
+ingest:
+  values: ingest
+  module: airlock.ingest.app:app
+  envPrefix: AIRLOCK_INGEST
+  inputs: [requests]
+redactor:
+  values: redactor
+  module: airlock.redactor.app:app
+  envPrefix: AIRLOCK_REDACTOR
+  inputs: [accepted, completions]
+llm-worker:
+  values: llmWorker
+  module: airlock.llm_worker.app:app
+  envPrefix: AIRLOCK_LLM_WORKER
+  inputs: [redacted]
+auditor:
+  values: auditor
+  module: airlock.auditor.app:app
+  envPrefix: AIRLOCK_AUDITOR
+  inputs: [audit]
+{{- end -}}
+
+{{/* One component's row of the table above, as a dict. */}}
+{{- define "airlock.component" -}}
+{{- $all := fromYaml (include "airlock.components" .ctx) -}}
+{{- toYaml (index $all .component) -}}
+{{- end -}}
+
+{{/* One component's values block. Usage: $svc := include "airlock.values" . | fromYaml */}}
+{{- define "airlock.values" -}}
+{{- $meta := fromYaml (include "airlock.component" .) -}}
+{{- toYaml (index .ctx.Values $meta.values) -}}
+{{- end -}}
+
+{{/* Consumer group of a component: airlock-<service>, as StageRuntime names it. */}}
+{{- define "airlock.consumerGroup" -}}
+{{- printf "airlock-%s" .component -}}
+{{- end -}}
+
+{{/* Image reference. Params: ctx, image (the block with registry/repository/tag/digest). */}}
+{{- define "airlock.image" -}}
+{{- $registry := coalesce .image.registry .ctx.Values.global.image.registry -}}
+{{- $repository := .image.repository -}}
+{{- $ref := ternary $repository (printf "%s/%s" $registry $repository) (empty $registry) -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $ref .image.digest -}}
+{{- else -}}
+{{- $tag := coalesce .image.tag .ctx.Values.global.image.tag .ctx.Chart.AppVersion | toString -}}
+{{- printf "%s:%s" $ref $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Service account name of a component. Params: ctx, component, svc (values block). */}}
+{{- define "airlock.serviceAccountName" -}}
+{{- if .svc.serviceAccount.create -}}
+{{- default (include "airlock.resourceName" .) .svc.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .svc.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Ports named in global.kafka.bootstrapServers plus networkPolicy.kafka.extraPorts, deduplicated. */}}
+{{- define "airlock.kafkaPorts" -}}
+{{- $ports := list -}}
+{{- range splitList "," .Values.global.kafka.bootstrapServers -}}
+{{- $hostPort := trim . -}}
+{{- if contains ":" $hostPort -}}
+{{- $ports = append $ports (atoi (last (splitList ":" $hostPort))) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.networkPolicy.kafka.extraPorts -}}
+{{- $ports = append $ports (int .) -}}
+{{- end -}}
+{{- toJson (uniq $ports) -}}
+{{- end -}}
+
+{{/* Port of the OTLP endpoint URL (explicit, or the scheme's default). */}}
+{{- define "airlock.otlpPort" -}}
+{{- $url := urlParse .Values.global.otlp.endpoint -}}
+{{- $host := $url.host -}}
+{{- if contains ":" $host -}}
+{{- last (splitList ":" $host) -}}
+{{- else if eq $url.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}
+
+{{/*
+Checks that span several values (the schema checks each value alone). Fails the render with a
+message naming the values to change.
+*/}}
+{{- define "airlock.validate" -}}
+{{- $kafka := .Values.global.kafka -}}
+{{- if and (hasPrefix "SASL" $kafka.securityProtocol) (not $kafka.sasl.existingSecret) -}}
+{{- fail (printf "global.kafka.sasl.existingSecret is required with securityProtocol %s: create a Secret with keys %q and %q and name it here" $kafka.securityProtocol $kafka.sasl.usernameKey $kafka.sasl.passwordKey) -}}
+{{- end -}}
+{{- if and $kafka.tls.caSecret (not (has $kafka.securityProtocol (list "SSL" "SASL_SSL"))) -}}
+{{- fail (printf "global.kafka.tls.caSecret is set but securityProtocol is %s: use SSL or SASL_SSL, or unset the CA" $kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and .Values.redactor.enabled (not .Values.redactor.vaultKeys.existingSecret) -}}
+{{- fail "redactor.vaultKeys.existingSecret is required: the redactor seals placeholder maps with this key ring (create it with `kubectl create secret generic <name> --from-file=keys.json=<key ring file>`)" -}}
+{{- end -}}
+{{- if and .Values.ingest.enabled (not .Values.ingest.clients.existingSecret) -}}
+{{- fail "ingest.clients.existingSecret is required: ingest authenticates every request against this clients file (create it with `kubectl create secret generic <name> --from-file=clients.yaml=<clients file>`)" -}}
+{{- end -}}
+{{- if and .Values.auditor.enabled (not .Values.auditor.signingKeys.existingSecret) -}}
+{{- fail "auditor.signingKeys.existingSecret is required: the auditor signs ledger checkpoints with this key ring (create it with `kubectl create secret generic <name> --from-file=signing-keys.json=<key ring file>`)" -}}
+{{- end -}}
+{{- $partitions := int .Values.topics.partitions -}}
+{{- range $component, $meta := fromYaml (include "airlock.components" .) -}}
+{{- $svc := index $.Values $meta.values -}}
+{{- if $svc.enabled -}}
+{{- if gt (int $svc.replicas) $partitions -}}
+{{- fail (printf "%s.replicas (%d) exceeds topics.partitions (%d): replicas beyond the input topic's partitions sit idle; lower replicas or raise topics.partitions" $meta.values (int $svc.replicas) $partitions) -}}
+{{- end -}}
+{{- if $svc.autoscaling.enabled -}}
+{{- if gt (int $svc.autoscaling.maxReplicas) $partitions -}}
+{{- fail (printf "%s.autoscaling.maxReplicas (%d) exceeds topics.partitions (%d): replicas beyond the input topic's partitions sit idle; lower maxReplicas or raise topics.partitions" $meta.values (int $svc.autoscaling.maxReplicas) $partitions) -}}
+{{- end -}}
+{{- if gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas) -}}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" $meta.values (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if le (float64 $svc.terminationGracePeriodSeconds) (float64 $svc.shutdownGraceSeconds) -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%v) must exceed %s.shutdownGraceSeconds (%v), or the kubelet kills the pod before in-flight work commits" $meta.values $svc.terminationGracePeriodSeconds $meta.values $svc.shutdownGraceSeconds) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
