@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+
 from airlock.auditor.chain import LedgerRecord
-from airlock.auditor.handlers import SealHandler
+from airlock.auditor.checkpointing import CheckpointPolicy, Notary, load_signing_keys
+from airlock.auditor.handlers import CHECKPOINT_TICK, SealHandler
 from airlock.auditor.reader import read_partition_tail
 from airlock.auditor.settings import AuditorSettings
+from airlock.auditor.ticker import CheckpointTicker
+from airlock.auditor.witness import Witness
+from airlock.core import headers as h
 from airlock.core import logs
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
@@ -13,25 +23,73 @@ from airlock.core.stage import StageContext
 from airlock.core.topics import Topics
 
 SERVICE = "auditor"
+log = logging.getLogger("airlock.auditor")
 
 
 def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
-    """Build the auditor stage: audit topic in, ledger out, partition for partition."""
+    """Build the auditor stage: audit topic in, ledger and checkpoints out, partition for partition."""
     settings = settings or load(AuditorSettings)
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
+    keys = load_signing_keys(settings)
+    witness = Witness(settings.witness_dir, topics.ledger) if settings.witness_dir else None
+    policy = CheckpointPolicy(settings.checkpoint_every, settings.checkpoint_interval_s)
 
     async def read_tail(partition: int, count: int) -> list[LedgerRecord]:
         return await read_partition_tail(settings.kafka, topics.ledger, partition, count)
 
-    handler = SealHandler(context, read_tail, settings.dedupe_window)
-    return StageRuntime(
+    handler = SealHandler(
+        context, read_tail, settings.dedupe_window, notary=Notary(keys, topics.ledger, witness), policy=policy
+    )
+    runtime = StageRuntime(
         SERVICE,
         {topics.audit: handler},
         context=context,
         kafka=settings.kafka,
         settings=settings,
     )
+
+    async def publish_keys() -> None:
+        if witness is None:
+            log.warning("AIRLOCK_AUDITOR_WITNESS_DIR is unset: checkpoints go to Kafka only")
+            return
+        await asyncio.to_thread(witness.publish_keys, keys.public_keys())
+        log.info("signing with key %s; witness %s", keys.active, witness.directory)
+
+    # Created on start-up: aiokafka clients bind to the running event loop.
+    producers: list[AIOKafkaProducer] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def publish_tick(partition: int) -> None:
+        await producers[0].send_and_wait(
+            topics.audit,
+            b'{"control":"checkpoint"}',
+            partition=partition,
+            headers=[(h.CONTROL, CHECKPOINT_TICK.encode())],
+        )
+
+    def owned() -> list[int]:
+        return [tp.partition for tp in runtime.assigned if tp.topic == topics.audit]
+
+    async def start_ticker() -> None:
+        producer = AIOKafkaProducer(**settings.kafka.client_args(), enable_idempotence=True, acks="all")
+        await producer.start()
+        producers.append(producer)
+        ticker = CheckpointTicker(handler, owned, publish_tick, settings.checkpoint_interval_s)
+        tasks.append(asyncio.create_task(ticker.run()))
+
+    async def stop_ticker() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for producer in producers:
+            await producer.stop()
+
+    runtime.on_startup(publish_keys)
+    runtime.app.after_startup(start_ticker)
+    runtime.app.on_shutdown(stop_ticker)
+    return runtime
 
 
 logs.configure(SERVICE)

@@ -76,3 +76,9 @@ async def read_ledger(kafka: KafkaSettings, topic: str) -> dict[int, list[tuple[
         return {tp.partition: await _read_range(consumer, tp, begins[tp], ends[tp]) for tp in tps}
     finally:
         await consumer.stop()
+
+
+async def read_checkpoints(kafka: KafkaSettings, topic: str) -> list[bytes]:
+    """Every committed checkpoint record, partition by partition, in offset order."""
+    by_partition = await read_ledger(kafka, topic)
+    return [value for partition in sorted(by_partition) for _, value in by_partition[partition]]
