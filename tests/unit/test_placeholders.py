@@ -1,4 +1,4 @@
-from airlock.redactor.placeholders import Detection, mask, restore
+from airlock.redactor.placeholders import Detection, mask, name_parts, restore
 
 
 def test_every_occurrence_is_masked_even_where_the_detector_missed_it() -> None:
@@ -50,3 +50,65 @@ def test_restore_is_exact_and_single_pass() -> None:
 def test_restore_counts_placeholders_the_model_dropped() -> None:
     result = restore("Nothing here", {"<PERSON_1>": "Ann", "<EMAIL_ADDRESS_1>": "a@b.co"})
     assert (result.restored, result.unknown, result.missing) == (0, 0, 2)
+
+
+def test_redact_action_replaces_every_occurrence_with_a_marker_that_is_never_restored() -> None:
+    texts = ["Card 4111 1111 1111 1111, again 4111 1111 1111 1111", "and 4111 1111 1111 1111"]
+    detections = [[Detection("CREDIT_CARD", 5, 24, action="redact")], []]
+
+    masked, spans, mapping = mask(texts, detections)
+
+    assert masked == ["Card <CREDIT_CARD_REDACTED>, again <CREDIT_CARD_REDACTED>", "and <CREDIT_CARD_REDACTED>"]
+    assert mapping.by_placeholder == {}
+    assert {s.action for group in spans for s in group} == {"redact"}
+    assert restore(masked[0], mapping.by_placeholder).text == masked[0]
+
+
+def test_caller_text_shaped_like_a_placeholder_is_reserved_and_restores_to_itself() -> None:
+    # The caller literally writes "<PERSON_1>"; Jane must not get that placeholder, or the
+    # model's echo of the literal would come back as "Jane Roe".
+    texts = ["Template uses <PERSON_1> as a slot. Fill it for Jane Roe."]
+    detections = [[Detection("PERSON", 48, 56)]]
+
+    masked, _, mapping = mask(texts, detections)
+
+    assert masked == ["Template uses <PERSON_1> as a slot. Fill it for <PERSON_2>."]
+    assert mapping.by_placeholder["<PERSON_1>"] == "<PERSON_1>"
+    assert mapping.sent == ["<PERSON_2>"]
+    answer = restore("Slot <PERSON_1> is now <PERSON_2>.", mapping.by_placeholder)
+    assert answer.text == "Slot <PERSON_1> is now Jane Roe."
+    assert (answer.sent, answer.survived, answer.missing, answer.unknown) == (1, 1, 0, 0)
+
+
+def test_name_parts_are_masked_where_they_stand_alone_but_not_stop_words() -> None:
+    texts = ["Dr. Jane Roe wrote. Thanks, Jane. Roe agrees. Will May come?"]
+    detections = [[Detection("PERSON", 4, 12)]]
+
+    masked, _, mapping = mask(texts, detections, person_name_parts=True)
+
+    assert masked == ["Dr. <PERSON_1> wrote. Thanks, <PERSON_2>. <PERSON_3> agrees. Will May come?"]
+    assert mapping.by_placeholder == {"<PERSON_1>": "Jane Roe", "<PERSON_2>": "Jane", "<PERSON_3>": "Roe"}
+    assert name_parts("Will May") == []  # both English stop words
+    assert name_parts("Dr. Hans-Werner van Renner") == ["Hans-Werner", "Renner"]
+
+
+def test_stronger_action_wins_when_one_value_is_detected_as_two_types() -> None:
+    texts = ["Number 4111111111111111"]
+    detections = [
+        [Detection("PHONE_NUMBER", 7, 23, score=0.4), Detection("CREDIT_CARD", 7, 23, score=1.0, action="redact")]
+    ]
+    masked, _, _ = mask(texts, detections)
+    assert masked == ["Number <CREDIT_CARD_REDACTED>"]
+
+
+def test_survival_rate_counts_dropped_altered_and_invented_placeholders() -> None:
+    mapping = {"<PERSON_1>": "Ann", "<PERSON_2>": "Bob", "<EMAIL_ADDRESS_1>": "a@b.co", "<PHONE_NUMBER_1>": "555"}
+    answer = "Hi <PERSON_1> and [PERSON_2], mail <email_address 1>; ask <PERSON_9>."
+
+    result = restore(answer, mapping)
+
+    assert result.text == "Hi Ann and [PERSON_2], mail <email_address 1>; ask <PERSON_9>."
+    assert (result.sent, result.survived, result.restored) == (4, 1, 1)
+    assert (result.missing, result.altered, result.unknown) == (3, 2, 1)
+    assert result.survival_rate == 0.25
+    assert restore("nothing", {}).survival_rate is None

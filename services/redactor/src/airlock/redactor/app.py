@@ -6,9 +6,9 @@ from airlock.core import logs
 from airlock.core.crypto import KeyRing, load_key_ring
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
-from airlock.core.stage import RecordProcessor, StageContext
+from airlock.core.stage import StageContext
 from airlock.core.topics import Topics
-from airlock.redactor.handlers import RedactHandler, RestoreHandler
+from airlock.redactor.handlers import RedactHandler, RestoreHandler, detector_thread
 from airlock.redactor.redaction import build_redactor
 from airlock.redactor.settings import RedactorSettings
 
@@ -27,14 +27,13 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
     ring = vault_key_ring(settings)
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
-    redact = RedactHandler(context, build_redactor(settings), ring, settings.policy_version)
-    restore = RestoreHandler(context, ring)
+    redactor = build_redactor(settings)
+    detector = detector_thread()  # one spaCy, one thread, for both directions
+    redact = RedactHandler(context, redactor, ring, max_prompt_chars=settings.max_prompt_chars, executor=detector)
+    restore = RestoreHandler(context, ring, redactor, executor=detector)
     return StageRuntime(
         SERVICE,
-        {
-            topics.accepted: redact,
-            topics.completions: RecordProcessor(restore.handle, restore.give_up),
-        },
+        {topics.accepted: redact, topics.completions: restore},
         context=context,
         kafka=settings.kafka,
         settings=settings,

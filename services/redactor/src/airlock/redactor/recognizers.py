@@ -1,0 +1,437 @@
+"""The recognizers a policy needs, built for one process-wide NLP engine, all offline.
+
+Only the recognizers that report an entity type the policy looks for are built: every
+recognizer costs a scan of every text. Presidio's own recognizers are used where they are
+good; a few are replaced:
+
+* e-mail: validates domains against the public-suffix snapshot bundled with ``tldextract``
+  (Presidio's asks ``tldextract``, which downloads the list on first use);
+* cards: also knows Mastercard's 2-series (2221–2720), which Presidio's pattern omits;
+* phones: regions and leniency come from the policy;
+* street addresses: Presidio has none for English; ours is a USPS-suffix pattern;
+* the policy's own regex recognizers and deny lists.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import phonenumbers
+import regex
+import tldextract
+import tldextract.tldextract
+from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer import predefined_recognizers as predefined
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+)
+
+from airlock.redactor.policy import Policy
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Uses only the public-suffix snapshot shipped inside the tldextract package.
+OFFLINE_SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def make_tldextract_offline() -> None:
+    """Point ``tldextract.extract`` (used by any library in this process) at the bundled snapshot."""
+    tldextract.tldextract.TLD_EXTRACTOR = OFFLINE_SUFFIXES
+
+
+class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+    """Presidio's email recognizer, validating domains against the bundled suffix list."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        """True when the address ends in a known public suffix."""
+        return OFFLINE_SUFFIXES(pattern_text.rsplit("@", 1)[-1]).fqdn != ""
+
+
+class CardRecognizer(CreditCardRecognizer):  # type: ignore[misc]
+    """Card numbers (Luhn-checked), including Mastercard's 2-series."""
+
+    PATTERNS = [  # noqa: RUF012 (Presidio's own class attribute, overridden)
+        Pattern(
+            "Card number (Luhn)",
+            r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(2[2-7]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))"
+            r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
+            0.3,
+        ),
+        # 12–19 digits in any grouping (Maestro, 19-digit Visa, Diners typed in fours).
+        Pattern("Card number, any grouping (Luhn)", r"\b[2-6]\d{3}(?:[- ]?\d){8,15}\b", 0.3),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(patterns=self.PATTERNS, name="CardRecognizer")
+
+
+#: USPS Publication 28, appendix C1: street suffixes (primary names and common abbreviations).
+STREET_SUFFIXES = _words(
+    "Alley Aly Anex Annex Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs "
+    "Bottom Btm Boulevard Blvd Branch Br Bridge Brg Brook Brk Brooks Brks Burg Bg Burgs Bgs Bypass Byp "
+    "Camp Cp Canyon Cyn Cape Cpe Causeway Cswy Center Ctr Centers Ctrs Circle Cir Circles Cirs Cliff Clf "
+    "Cliffs Clfs Club Clb Common Cmn Commons Cmns Corner Cor Corners Cors Course Crse Court Ct Courts Cts "
+    "Cove Cv Coves Cvs Creek Crk Crescent Cres Crest Crst Crossing Xing Crossroad Xrd Crossroads Xrds "
+    "Curve Curv Dale Dl Dam Dm Divide Dv Drive Dr Drives Drs Estate Est Estates Ests Expressway Expy "
+    "Extension Ext Extensions Exts Fall Falls Fls Ferry Fry Field Fld Fields Flds Flat Flt Flats Flts "
+    "Ford Frd Fords Frds Forest Frst Forge Frg Forges Frgs Fork Frk Forks Frks Fort Ft Freeway Fwy "
+    "Garden Gdn Gardens Gdns Gateway Gtwy Glen Gln Glens Glns Green Grn Greens Grns Grove Grv Groves Grvs "
+    "Harbor Hbr Harbors Hbrs Haven Hvn Heights Hts Highway Hwy Hill Hl Hills Hls Hollow Holw Inlet Inlt "
+    "Island Is Islands Iss Isle Junction Jct Junctions Jcts Key Ky Keys Kys Knoll Knl Knolls Knls Lake Lk "
+    "Lakes Lks Land Landing Lndg Lane Ln Light Lgt Lights Lgts Loaf Lf Lock Lck Locks Lcks Lodge Ldg Loop "
+    "Mall Manor Mnr Manors Mnrs Meadow Mdw Meadows Mdws Mews Mill Ml Mills Mls Mission Msn Motorway Mtwy "
+    "Mount Mt Mountain Mtn Mountains Mtns Neck Nck Orchard Orch Oval Overpass Opas Park Parks Parkway Pkwy "
+    "Parkways Pass Passage Psge Path Pike Pine Pne Pines Pnes Place Pl Plain Pln Plains Plns Plaza Plz "
+    "Point Pt Points Pts Port Prt Ports Prts Prairie Pr Radial Radl Ramp Ranch Rnch Rapid Rpd Rapids Rpds "
+    "Rest Rst Ridge Rdg Ridges Rdgs River Riv Road Rd Roads Rds Route Rte Row Rue Run Shoal Shl Shoals Shls "
+    "Shore Shr Shores Shrs Skyway Skwy Spring Spg Springs Spgs Spur Spurs Square Sq Squares Sqs Station Sta "
+    "Stravenue Stra Stream Strm Street St Streets Sts Summit Smt Terrace Ter Throughway Trwy Trace Trce "
+    "Track Trak Trafficway Trfy Trail Trl Trailer Trlr Tunnel Tunl Turnpike Tpke Underpass Upas Union Un "
+    "Unions Uns Valley Vly Valleys Vlys Viaduct Via Vw View Views Vws Village Vlg Villages Vlgs Ville Vl "
+    "Vista Vis Walk Walks Wall Way Ways Well Wl Wells Wls"
+)
+
+_STREET_WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th))"
+STREET_ADDRESS_REGEX = (
+    r"\b\d{1,6}[A-Z]?(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\.?)?"
+    rf"(?:\s+{_STREET_WORD}){{1,4}}?\s+(?:{'|'.join(sorted(set(STREET_SUFFIXES), key=len, reverse=True))})\b\.?"
+    r"(?:\s+(?:N|S|E|W|NE|NW|SE|SW)\b\.?)?"
+    r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Floor|Fl|Room|Rm|Bldg|Building)\.?\s*#?\s*[A-Za-z0-9-]{1,8}\b"
+    r"|,?\s+#\s*[A-Za-z0-9-]{1,8}\b)?"
+)
+
+
+class StreetAddressRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """House number, a capitalized street name and a USPS suffix, with an optional unit."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="STREET_ADDRESS",
+            name="StreetAddressRecognizer",
+            patterns=[Pattern("Street address (USPS suffix)", STREET_ADDRESS_REGEX, 0.6)],
+            context=["address", "street", "ship", "deliver", "lives", "home", "mail"],
+            global_regex_flags=re.MULTILINE,  # names are capitalized: case matters
+        )
+
+
+class PhoneShapeRecognizer(PatternRecognizer):  # type: ignore[misc]
+    """Digit groups shaped like a phone number, whether or not the prefix is assigned.
+
+    ``phonenumbers`` (behind Presidio's recognizer) only accepts numbers whose area code is
+    in its metadata; a mistyped, new or made-up prefix is still a phone number to a reader.
+    """
+
+    PATTERNS: ClassVar[list[Pattern]] = [
+        Pattern(
+            "North American shape",
+            r"(?<![\w+.-])(?:(?:\+1|001)[-. ]?)?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}"
+            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])",
+            0.4,
+        ),
+        # Ten or eleven bare digits are a phone number only with a context word ("call", "phone").
+        Pattern("Bare digits", r"(?<![\w+.-])0?\d{10}(?![\w-])", 0.1),
+        Pattern(
+            "International shape",
+            r"(?<![\w+])\+\d{1,3}(?:\s?\(0\))?(?:[-. ]?\(?\d{1,5}\)?){2,5}(?![\w-])",
+            0.4,
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="PHONE_NUMBER",
+            name="PhoneShapeRecognizer",
+            patterns=self.PATTERNS,
+            context=list(PhoneRecognizer.CONTEXT),
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        """Between 7 and 15 digits, not counting an extension (the ITU E.164 range)."""
+        digits = re.sub(r"\D", "", re.split(r"x|ext", pattern_text)[0])
+        return None if 7 <= len(digits) <= 15 else False
+
+
+#: A capitalized given name or surname (any script's letters, hyphens, apostrophes).
+_NAME = r"\p{Lu}\p{Ll}+(?:[-'’]\p{Lu}?\p{Ll}+)*"
+_PARTICLE = r"(?:van|von|de|da|der|den|di|del|le|la|du|dos|bin|al)"
+_FULL_NAME = rf"{_NAME}(?:\s+{_PARTICLE}){{0,2}}\s+{_NAME}"
+#: Verbs whose subject is a person, as they appear in tickets and notes.
+_PERSON_VERBS = (
+    "wrote|writes|said|says|called|calls|asked|asks|reports|reported|paid|pays|emailed|requested|requests|"
+    "complained|confirmed|joined|cannot|can't|still|is leaving|left|approved|signed|submitted|visited"
+)
+
+
+class PersonContextRecognizer(LocalRecognizer):  # type: ignore[misc]
+    """Names the NER model misses where the words around them leave no doubt.
+
+    A greeting or sign-off ("Hello Mary", "Thanks, Jane"); a role noun before a name
+    ("customer Jane Roe", "engineer Kaja Pyrkosz", "Dr. Roe"); a full name followed by a
+    contact in parentheses ("Jane Roe (jane@…", "Jane Roe (+44 …"), by a possessive
+    ("Jane Roe's laptop") or by a verb whose subject is a person ("Jane Roe wrote");
+    and the words of an e-mail address's ``first.last`` part where they appear capitalized.
+    """
+
+    SCORE = 0.6
+    _PATTERNS = tuple(
+        regex.compile(pattern)
+        for pattern in (
+            r"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Cheers|Regards|Attn|Attention)[,:]?"
+            rf"\s+({_NAME}(?:\s+{_NAME})?)\b",
+            r"\b(?:[Cc]ustomer|[Cc]lient|[Uu]ser|[Ee]mployee|[Cc]andidate|[Cc]ardholder|[Ee]ngineer|[Mm]anager|"
+            r"[Cc]ontact(?:\s+for)?|[Cc]olleague|[Pp]atient|[Aa]pplicant|[Cc]aller|[Rr]equester|[Aa]ssignee|"
+            r"[Rr]eporter|[Bb]eneficiary|[Pp]ayee)"
+            rf"[,:]?\s+({_FULL_NAME})\b",
+            rf"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof)\.?\s+({_NAME}(?:\s+{_NAME})?)\b",
+            rf"\b({_FULL_NAME})\s*\((?=[^()\n]{{0,80}}?(?:@|\+?\d[\d ().-]{{6,}}))",
+            rf"\b({_FULL_NAME})['’]s\b",
+            rf"\b({_FULL_NAME})\s+(?:{_PERSON_VERBS})\b",
+            rf"\b(?:from|by|for|to)\s+({_FULL_NAME})(?=\s*[;,:]|\.(?:\s|$)|\s+in\s+\p{{Lu}})",
+        )
+    )
+    _EMAIL_LOCAL = regex.compile(r"\b([A-Za-z]{2,})[._-]([A-Za-z]{2,})@[\w.-]+\.[A-Za-z]{2,}\b")
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], name="PersonContextRecognizer")  # type: ignore[call-arg]
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        """Spans of names found by context."""
+        if "PERSON" not in entities:
+            return []
+        spans: set[tuple[int, int]] = set()
+        for pattern in self._PATTERNS:
+            spans.update(match.span(1) for match in pattern.finditer(text))
+        for match in self._EMAIL_LOCAL.finditer(text):
+            first, last = regex.escape(match.group(1).capitalize()), regex.escape(match.group(2).capitalize())
+            whole = regex.compile(rf"\b{first}(?:\s+{_NAME})?\s+{last}\b|\b{first}\b")
+            spans.update(found.span() for found in whole.finditer(text))
+        return [
+            RecognizerResult(
+                "PERSON",
+                start,
+                end,
+                self.SCORE,
+                recognition_metadata={
+                    RecognizerResult.RECOGNIZER_NAME_KEY: "PersonContextRecognizer",
+                    RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                },
+            )
+            for start, end in sorted(spans)
+            if not _stop_word(text[start:end]) and not _organization(text[start:end])
+        ]
+
+
+def _stop_word(span: str) -> bool:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return " " not in span and span.lower() in STOP_WORDS
+
+
+def _organization(span: str) -> bool:
+    return span.split()[-1].lower() in _ORG_ENDINGS
+
+
+#: Words that end an organization's name, never a person's.
+_ORG_ENDINGS = _words(
+    "inc inc. corp corp. corporation co co. company llc llp ltd ltd. limited plc gmbh ag sa sas bv nv "
+    "group holdings bank airlines airways traders industries systems solutions technologies labs "
+    "partners associates foundation university college institute agency ministry department"
+)
+
+
+class NerPersonRecognizer(SpacyRecognizer):  # type: ignore[misc]
+    """spaCy's entities, minus "people" that are companies or places.
+
+    Dropped: a PERSON with a digit in it ("EUR 89,000.00"), a short acronym ("PII"), one
+    whose last word names a company ("Globex Corporation"), and a one-word PERSON right
+    after "in" ("based in Rotterdam"): people are not *in* a sentence. Leading role words
+    and titles the model took into the name ("Customer Jane Roe") are cut off.
+    """
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        """The NER model's entities of the wanted types."""
+        results: list[RecognizerResult] = super().analyze(text, entities, nlp_artifacts)
+        kept = []
+        for result in results:
+            if result.entity_type == "PERSON":
+                result.start = _skip_leading_role(text, result.start, result.end)
+                if _not_a_person(text, result.start, result.end):
+                    continue
+            kept.append(result)
+        return kept
+
+
+#: Words the model sometimes takes into a name ("Customer Jane Roe", "Dear Jane").
+_LEADING_NOT_NAME = _words(
+    "customer client user employee candidate cardholder engineer manager contact colleague patient "
+    "applicant caller requester assignee reporter beneficiary payee vendor agent hi hello hey dear "
+    "thanks cheers regards attn mr mrs ms mx dr prof sir madam"
+)
+
+
+def _skip_leading_role(text: str, start: int, end: int) -> int:
+    """``start`` moved past leading role words and titles, while a name remains after them."""
+    while True:
+        match = re.match(r"([A-Za-z]+)\.?\s+", text[start:end])
+        if match is None or match.group(1).lower() not in _LEADING_NOT_NAME:
+            return start
+        start += match.end()
+
+
+def _not_a_person(text: str, start: int, end: int) -> bool:
+    span = text[start:end]
+    if _organization(span) or any(char.isdigit() for char in span):
+        return True
+    if span.isupper() and len(span) <= 5:
+        return True  # an acronym ("PII", "IP", "HR")
+    return " " not in span.strip() and text[max(0, start - 4) : start] == " in "
+
+
+class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
+    """Presidio's ``phonenumbers`` recognizer, run only where the text has enough digits.
+
+    ``phonenumbers`` scans the whole text once per region; most of a prompt has no digits at
+    all. A cheap pattern finds the stretches that could hold a number (seven digits or more,
+    with the separators numbers are written with) and the matcher runs on those alone, with
+    a few characters of margin so its boundary checks see the same neighbours.
+    """
+
+    _CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
+    #: Digit runs that are never phone numbers: IPv4 addresses, ISO dates, amounts with cents.
+    _NOT_A_NUMBER = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}|\d{1,3}(?:,\d{3})*\.\d{2}")
+    _MARGIN = 3
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        """Phone numbers in the digit-bearing windows of ``text``."""
+        results: list[RecognizerResult] = []
+        for candidate in self._CANDIDATE.finditer(text):
+            if sum(char.isdigit() for char in candidate.group()) < 7:
+                continue
+            if self._NOT_A_NUMBER.fullmatch(candidate.group().strip()):
+                continue
+            if candidate.start() > 0 and text[candidate.start() - 1].isalpha():
+                continue  # glued to letters: an identifier ("INC1234567"), not a number
+            start = max(0, candidate.start() - self._MARGIN)
+            window = text[start : candidate.end() + self._MARGIN]
+            for found in self._numbers(window, entities):
+                found.start += start
+                found.end += start
+                results.append(found)
+        return EntityRecognizer.remove_duplicates(results)  # type: ignore[no-any-return]
+
+    def _numbers(self, window: str, entities: list[str]) -> list[RecognizerResult]:
+        if window.lstrip(" \t(").startswith("+"):
+            # An international number parses the same in every region: try one.
+            regions = self.supported_regions
+            self.supported_regions = regions[:1]
+            try:
+                return list(super().analyze(window, entities, None))  # type: ignore[arg-type]
+            finally:
+                self.supported_regions = regions
+        return list(super().analyze(window, entities, None))  # type: ignore[arg-type]
+
+
+def _phone_recognizer(policy: Policy) -> PhoneRecognizer:
+    leniency = {"possible": phonenumbers.Leniency.POSSIBLE, "valid": phonenumbers.Leniency.VALID}
+    return WindowedPhoneRecognizer(
+        supported_regions=tuple(policy.phone.regions),
+        leniency=leniency[policy.phone.leniency],
+        name="PhoneRecognizer",
+    )
+
+
+def _custom(policy: Policy) -> Iterable[EntityRecognizer]:
+    for spec in policy.recognizers:
+        yield PatternRecognizer(
+            supported_entity=spec.entity,
+            name=spec.name,
+            patterns=[
+                Pattern(p.name or f"{spec.name}#{index}", p.regex, p.score) for index, p in enumerate(spec.patterns, 1)
+            ],
+            context=spec.context,
+            global_regex_flags=re.MULTILINE,
+        )
+    for entity, values in policy.deny_list.items():
+        yield PatternRecognizer(supported_entity=entity, name=f"DenyList[{entity}]", deny_list=values)
+
+
+class UnsupportedEntity(ValueError):
+    """A policy asks for an entity type that no recognizer reports."""
+
+
+#: Ours first: where one of ours reports a type, Presidio's recognizer of that type is not used.
+_OURS: tuple[type[EntityRecognizer], ...] = (OfflineEmailRecognizer, CardRecognizer, StreetAddressRecognizer)
+#: Presidio classes that need an NLP engine, a remote service or an optional package.
+_NOT_STANDALONE = {"SpacyRecognizer", "StanzaRecognizer", "TransformersRecognizer", "PhoneRecognizer"}
+
+
+@functools.cache
+def _catalogue() -> dict[str, type[EntityRecognizer]]:
+    """Entity type → the pattern recognizer class that reports it (ours, then Presidio's)."""
+    catalogue: dict[str, type[EntityRecognizer]] = {}
+    candidates: list[type[EntityRecognizer]] = list(_OURS)
+    for name in predefined.__all__:
+        cls = getattr(predefined, name)
+        if inspect.isclass(cls) and issubclass(cls, LocalRecognizer) and name not in _NOT_STANDALONE:
+            candidates.append(cls)
+    for cls in candidates:
+        try:
+            entities = cls().supported_entities  # type: ignore[call-arg]
+        except Exception:  # noqa: S112 (needs an optional package or a remote endpoint: not ours to use)
+            continue
+        for entity in entities:
+            catalogue.setdefault(entity, cls)
+    return catalogue
+
+
+def supported_entities() -> list[str]:
+    """Every entity type a policy can ask for without a custom recognizer."""
+    return sorted({*_catalogue(), "PHONE_NUMBER", *NER_TYPES})
+
+
+#: Types the spaCy NER model reports (through Presidio's mapping).
+NER_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME")
+
+
+def recognizers_for(policy: Policy) -> list[EntityRecognizer]:
+    """The recognizers reporting the entity types ``policy`` looks for, and no others.
+
+    Raises:
+        UnsupportedEntity: An entity type the policy masks, redacts or blocks has no recognizer.
+    """
+    wanted = set(policy.detected)
+    chosen: list[EntityRecognizer] = list(_custom(policy))
+    covered = {e for r in chosen for e in r.supported_entities}
+    if ner := [e for e in NER_TYPES if e in wanted]:
+        chosen.append(NerPersonRecognizer(supported_entities=ner, name="SpacyRecognizer"))
+    if "PERSON" in wanted:
+        chosen.append(PersonContextRecognizer())
+    if "PHONE_NUMBER" in wanted:
+        chosen += [_phone_recognizer(policy), PhoneShapeRecognizer()]
+    catalogue = _catalogue()
+    classes = {catalogue[e] for e in wanted if e in catalogue}
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        recognizer = cls()  # type: ignore[call-arg]
+        # Only the types the policy wants: a recognizer may report several.
+        recognizer.supported_entities = [e for e in recognizer.supported_entities if e in wanted]
+        chosen.append(recognizer)
+    covered |= {e for r in chosen for e in r.supported_entities}
+    if missing := sorted(wanted - covered):
+        raise UnsupportedEntity(
+            f"policy {policy.label}: no recognizer reports {', '.join(missing)} "
+            "(add a custom recognizer or a deny list for it, or allow it)"
+        )
+    return chosen
