@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-import openai
-
 from airlock.core import logs
+from airlock.core.admin import partition_counts
 from airlock.core.runtime import StageRuntime
-from airlock.core.settings import SettingsError, load
+from airlock.core.settings import load
 from airlock.core.stage import StageContext
 from airlock.core.topics import Topics
-from airlock.llm_worker.handlers import CompletionHandler
 from airlock.llm_worker.settings import LLMWorkerSettings
+from airlock.llm_worker.worker import build_worker, freeze_startup_heap
 
 SERVICE = "llm-worker"
 
 
-def openai_client(settings: LLMWorkerSettings) -> openai.AsyncOpenAI:
-    """The provider client; the key comes only from the environment or a mounted Secret."""
-    if settings.openai_api_key is None:
-        raise SettingsError("AIRLOCK_LLM_WORKER_OPENAI_API_KEY (or OPENAI_API_KEY) must be set")
-    return openai.AsyncOpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        max_retries=settings.call_retries,
-        timeout=settings.call_timeout_s,
-    )
+class MembershipShare:
+    """A replica's share of the fleet's provider limits: owned input partitions / all of them.
+
+    Kafka keeps the group's assignment disjoint and complete, so the replicas' shares add
+    up to one and follow scaling and rebalances without any coordination of their own.
+    """
+
+    def __init__(self) -> None:
+        self.runtime: StageRuntime | None = None
+        self.partitions = 1
+
+    def __call__(self) -> float:
+        """The current share (0 < share ≤ 1)."""
+        owned = len(self.runtime.assigned) if self.runtime is not None else self.partitions
+        # At least one partition's worth: a replica between assignments still paces sanely.
+        return min(1.0, max(1, owned) / self.partitions)
 
 
 def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
@@ -32,20 +37,27 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
     settings = settings or load(LLMWorkerSettings)
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
-    handler = CompletionHandler(
-        context,
-        openai_client(settings),
-        timeout_s=settings.call_timeout_s,
-        max_concurrency=settings.max_concurrency,
-    )
-    return StageRuntime(
+    share = MembershipShare()
+    worker = build_worker(settings, context, share)
+    runtime = StageRuntime(
         SERVICE,
-        {topics.redacted: handler},
+        {topics.redacted: worker.handler},
         context=context,
         kafka=settings.kafka,
         settings=settings,
-        max_in_flight=settings.max_concurrency * 4,
+        max_in_flight=settings.max_concurrency * 2,
     )
+
+    async def start_side_channels() -> None:
+        counts = await partition_counts(settings.kafka, [topics.redacted])
+        share.partitions = max(1, counts.get(topics.redacted, settings.topics.partitions))
+        share.runtime = runtime
+        await worker.start()
+        freeze_startup_heap()
+
+    runtime.on_startup(start_side_channels)
+    runtime.app.on_shutdown(worker.stop)
+    return runtime
 
 
 logs.configure(SERVICE)

@@ -1,0 +1,369 @@
+"""Suite ``llm-worker``: one llm-worker process against the fake model answering in 300 ms.
+
+What is measured, precisely:
+
+* **added latency (in-process)** — the production handler (built by the same
+  :func:`~airlock.llm_worker.worker.build_worker` as the service: routing, parameter
+  governance, pacing, breaker, the real ``openai`` client on aiohttp, usage/cost, outcome
+  building) is fed redacted envelopes open-loop at 300 requests/s (judged against the
+  targets) and at 50 requests/s (context: the same process far from busy). For each request:
+  time from its scheduled arrival to its finished outcome, minus the fake's configured
+  300 ms. What remains is the worker's own cost plus the loopback HTTP round trip and the
+  fake server's own request handling (so it over-states the worker's share). No Kafka.
+* **throughput (through Kafka)** — a real broker, the topics, N redacted envelopes
+  preloaded on the input topic, then one ``faststream run airlock.llm_worker.app:app``
+  process drains them; the rate is taken over the middle 80 % of the committed completions
+  (read back with ``read_committed``), so start-up and the tail are excluded.
+* **worker code** (the same targets, read as "handler time minus model time") — the same
+  handler time minus the time spent in the SDK call:
+  routing, governance, pacing, envelope parsing and building, usage, audit, and any wait for
+  a concurrency slot or for the event loop. **CPU per request** — the worker's CPU time per request, in
+  process and (for the service process) through Kafka: the machine is shared, so wall-clock
+  figures move with everybody else's load while these do much less.
+* **end-to-end latency through Kafka** (no target; for context) — the same process fed
+  open-loop at 300 requests/s: publish → committed completion visible to a reader, minus
+  300 ms. It adds two Kafka hops and the transaction commit to the figure above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from airlock.core import headers as h
+from airlock.core.admin import provision
+from airlock.core.lifecycle import State
+from airlock.core.models import ChatMessage, ChatParams, Envelope, LLMRequest, RedactionSummary, SealedVault, utcnow
+from airlock.core.settings import KafkaSettings, TopicSettings
+from airlock.core.stage import Incoming, StageContext
+from airlock.core.topics import Topics
+from airlock.devstack.bench import Measurement
+from airlock.devstack.kafka import LocalKafka, free_port
+from airlock.devstack.mesh import FakeOpenAIProcess, Mesh, wait_ready
+
+SUITE = "llm-worker"
+MODEL_LATENCY_MS = 300.0
+RATE = 300.0
+#: A light load, for context: the same figures when the process is far from busy.
+LIGHT_RATE = 50.0
+THROUGHPUT_TARGET = 300.0
+ADDED_P50_TARGET_MS = 2.0
+ADDED_P99_TARGET_MS = 10.0
+API_KEY = "sk-airlock-fake"
+PARTITIONS = 6
+
+
+def envelope(index: int, reply_to: str) -> Envelope:
+    """A redacted request as the redactor publishes it (a short prompt with a placeholder)."""
+    now = utcnow()
+    return Envelope(
+        airlock_id=str(uuid.uuid4()),
+        state=State.REDACTED,
+        request=LLMRequest(
+            request_id=f"bench-{index}",
+            client_id="bench",
+            tenant="acme",
+            model="gpt-4o-mini",
+            messages=[
+                ChatMessage(role="system", content="You are a helpful assistant for the billing team."),
+                ChatMessage(role="user", content=f"Hi, I am <PERSON_1>; please summarise invoice {index} for me."),
+            ],
+            params=ChatParams(max_tokens=200, temperature=0.2),
+            reply_to=reply_to,
+        ),
+        received_at=now,
+        deadline=now + timedelta(seconds=600),
+        vault=SealedVault(key_id="bench", nonce="bm9uY2U=", ciphertext="c2VhbGVk"),
+        redaction=RedactionSummary(policy_version="bench", entity_counts={"PERSON": 1}),
+    )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+async def added_latency(fake: FakeOpenAIProcess, seconds: float, rate: float, *, judged: bool) -> list[Measurement]:
+    """The production handler in this process, fed open-loop at ``rate`` requests/s.
+
+    Args:
+        fake: The fake model (300 ms).
+        seconds: How long to offer load.
+        rate: Offered requests per second.
+        judged: Whether the issue's latency targets apply to this run (the 300/s one).
+    """
+    from pydantic import SecretStr
+
+    from airlock.llm_worker.calls import Answer
+    from airlock.llm_worker.router import Call
+    from airlock.llm_worker.routing import TargetSpec
+    from airlock.llm_worker.settings import LLMWorkerSettings
+    from airlock.llm_worker.worker import build_worker, freeze_startup_heap
+
+    settings = LLMWorkerSettings(
+        openai_api_key=SecretStr(API_KEY),
+        **{"AIRLOCK_LLM_WORKER_OPENAI_BASE_URL": fake.base_url},  # type: ignore[arg-type]
+    )
+    topics = Topics("bench.")
+    call_ms: dict[str, float] = {}
+
+    def timed(call: Call) -> Call:
+        async def timed_call(target: TargetSpec, **arguments: Any) -> Answer:
+            started = time.perf_counter()
+            try:
+                return await call(target, **arguments)
+            finally:
+                call_ms[arguments["messages"][-1].content] = (time.perf_counter() - started) * 1000
+
+        return timed_call
+
+    worker = build_worker(settings, StageContext("llm-worker", topics), share=lambda: 1.0, wrap_call=timed)
+    handler = worker.handler
+    freeze_startup_heap()  # as the service does once started
+    count = int(seconds * rate)
+    records = [
+        Incoming(topic=topics.redacted, partition=0, offset=i, value=envelope(i, topics.responses).to_bytes())
+        for i in range(count + 300)
+    ]
+    try:
+        await asyncio.gather(*(handler.process([r]) for r in records[count:]))  # warm-up: connections, caches
+        latencies: list[float] = []
+        own: list[float] = []
+
+        async def one(record: Incoming, scheduled: float) -> None:
+            [result] = await handler.process([record])
+            if isinstance(result, BaseException) or not result.records[0].topic.endswith("completions"):
+                raise RuntimeError(f"request failed in the benchmark: {result}")
+            total = (time.perf_counter() - scheduled) * 1000
+            latencies.append(total)
+            prompt = Envelope.model_validate_json(record.value).request.messages[-1].content
+            own.append(total - call_ms[prompt])
+
+        tasks = []
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        for index, record in enumerate(records[:count]):
+            scheduled = started + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(record, scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / count
+    finally:
+        await worker.stop()
+    added = [latency - MODEL_LATENCY_MS for latency in latencies]
+    at = f"at {rate:g}/s"
+    note = f"{count} requests open-loop; includes SDK, loopback HTTP + the fake's own handling"
+    own_note = "handler time minus the openai SDK call (routing, governance, pacing, envelope, usage, audit)"
+    p50_target, p99_target = (ADDED_P50_TARGET_MS, ADDED_P99_TARGET_MS) if judged else (None, None)
+    return [
+        Measurement(
+            SUITE, f"added latency p50 {at} (in-process)", percentile(added, 0.5), "ms", p50_target, False, note
+        ),
+        Measurement(
+            SUITE, f"added latency p99 {at} (in-process)", percentile(added, 0.99), "ms", p99_target, False, note
+        ),
+        Measurement(
+            SUITE, f"worker code p50 {at} (in-process)", percentile(own, 0.5), "ms", p50_target, False, own_note
+        ),
+        Measurement(
+            SUITE, f"worker code p99 {at} (in-process)", percentile(own, 0.99), "ms", p99_target, False, own_note
+        ),
+        Measurement(SUITE, f"completion rate {at} (in-process)", count / elapsed, "req/s", None, True, ""),
+        Measurement(
+            SUITE, f"worker CPU per request {at} (in-process)", cpu_ms, "ms", None, False, "CPU time / requests"
+        ),
+    ]
+
+
+class _CompletionWatch:
+    """Follows the completions topic and notes when each Airlock id became visible."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self.seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.client_args(),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in range(PARTITIONS)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run(self._consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50, max_records=5000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    airlock_id = dict(record.headers or ()).get(h.AIRLOCK_ID, b"").decode()
+                    self.seen.setdefault(airlock_id, now)
+
+    async def wait_for(self, ids: Sequence[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while any(i not in self.seen for i in ids):
+            if time.monotonic() > deadline:
+                missing = sum(1 for i in ids if i not in self.seen)
+                raise RuntimeError(f"{missing} completions missing after {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seconds: float) -> list[Measurement]:
+    """One llm-worker process on a real broker: drain rate, then open-loop end-to-end latency."""
+    broker = LocalKafka(state / "kafka", port=free_port()).start()
+    mesh: Mesh | None = None
+    try:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench.")
+        topics = Topics(kafka.topic_prefix)
+        await provision(kafka, topics.specs(TopicSettings(partitions=PARTITIONS)))
+        producer = AIOKafkaProducer(**kafka.client_args(), acks="all", linger_ms=5)
+        await producer.start()
+        watch = _CompletionWatch(kafka, topics.completions)
+        try:
+            preloaded = [envelope(i, topics.responses) for i in range(preload)]
+            await _publish(producer, topics.redacted, preloaded)
+            await watch.start()
+            mesh = Mesh(
+                {
+                    "AIRLOCK_KAFKA_BOOTSTRAP": kafka.bootstrap,
+                    "AIRLOCK_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+                    "AIRLOCK_TOPICS_PARTITIONS": str(PARTITIONS),
+                    "AIRLOCK_LLM_WORKER_OPENAI_BASE_URL": fake.base_url,
+                    "AIRLOCK_LLM_WORKER_OPENAI_API_KEY": API_KEY,
+                },
+                state / "logs",
+            )
+            (state / "logs").mkdir(exist_ok=True)
+            mesh.start("llm-worker", 1)
+            await wait_ready(kafka, mesh, 180)
+            worker_pid = mesh.replicas["llm-worker"][0].process.pid
+            cpu_before = _cpu_seconds(worker_pid)
+            ids = [e.airlock_id for e in preloaded]
+            await watch.wait_for(ids, timeout_s=max(120.0, preload / 50))
+            cpu_used = _cpu_seconds(worker_pid) - cpu_before
+            times = sorted(watch.seen[i] for i in ids)
+            low, high = int(len(times) * 0.1), int(len(times) * 0.9)
+            drain_rate = (high - low) / (times[high] - times[low])
+
+            latencies: list[float] = []
+            live = [envelope(i, topics.responses) for i in range(int(seconds * RATE))]
+            sent_at: dict[str, float] = {}
+            started = time.perf_counter()
+            for index, item in enumerate(live):
+                delay = started + index / RATE - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at[item.airlock_id] = time.perf_counter()
+                await producer.send(
+                    topics.redacted, item.to_bytes(), key=item.airlock_id.encode(), headers=_headers(item)
+                )
+            await producer.flush()
+            await watch.wait_for([e.airlock_id for e in live], timeout_s=120)
+            latencies = [(watch.seen[i] - sent_at[i]) * 1000 - MODEL_LATENCY_MS for i in sent_at]
+        finally:
+            await watch.stop()
+            await producer.stop()
+    finally:
+        if mesh is not None:
+            mesh.stop()
+        broker.stop()
+    e2e_note = f"{len(latencies)} requests open-loop at {RATE:g}/s: publish → committed completion visible"
+    return [
+        Measurement(
+            SUITE,
+            "throughput, 1 process (via Kafka)",
+            drain_rate,
+            "req/s",
+            THROUGHPUT_TARGET,
+            True,
+            f"{preload} preloaded, middle 80 % of completions, {PARTITIONS} partitions",
+        ),
+        Measurement(
+            SUITE,
+            "worker CPU per request (via Kafka)",
+            cpu_used * 1000 / preload if cpu_used > 0 else float("nan"),
+            "ms",
+            None,
+            False,
+            "the worker process's CPU time while draining (all its work: Kafka, SDK, handler)",
+        ),
+        Measurement(
+            SUITE, "end-to-end added p50 (via Kafka)", statistics.median(latencies), "ms", None, False, e2e_note
+        ),
+        Measurement(
+            SUITE, "end-to-end added p99 (via Kafka)", percentile(latencies, 0.99), "ms", None, False, e2e_note
+        ),
+    ]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _headers(item: Envelope) -> list[tuple[str, bytes]]:
+    return [(h.AIRLOCK_ID, item.airlock_id.encode()), (h.REQUEST_ID, item.request.request_id.encode())]
+
+
+async def _publish(producer: AIOKafkaProducer, topic: str, items: Sequence[Envelope]) -> None:
+    for item in items:
+        await producer.send(topic, item.to_bytes(), key=item.airlock_id.encode(), headers=_headers(item))
+    await producer.flush()
+
+
+async def _run(quick: bool) -> list[Measurement]:
+    state = Path(tempfile.mkdtemp(prefix="airlock-bench-llm-"))
+    fake = FakeOpenAIProcess(free_port(), state / "fake-openai.log", latency_ms=MODEL_LATENCY_MS).start()
+    try:
+        rows = await added_latency(fake, seconds=5 if quick else 20, rate=RATE, judged=True)
+        rows += await added_latency(fake, seconds=5 if quick else 10, rate=LIGHT_RATE, judged=False)
+        rows += await through_kafka(fake, state, preload=1500 if quick else 6000, seconds=5 if quick else 15)
+    except BaseException:
+        print(f"llm-worker bench failed; logs kept in {state}", file=sys.stderr)
+        raise
+    finally:
+        fake.stop()
+    shutil.rmtree(state, ignore_errors=True)
+    return rows
+
+
+def run(options: dict[str, Any]) -> list[Measurement]:
+    """Run the suite (``options["quick"]``: shorter runs)."""
+    return asyncio.run(_run(bool(options.get("quick"))))

@@ -1,0 +1,171 @@
+"""The llm-worker's Kafka side channels, outside the stage's transactions.
+
+* :class:`CacheFeed` keeps this replica's :class:`~airlock.llm_worker.cache.ResponseCache`
+  in step with the compacted cache topic (entries are *written* transactionally, with the
+  completion they come from, by the handler's outcome).
+* :class:`PacingFeed` shares 429 pacing signals: it publishes this replica's and applies
+  everyone else's to the :class:`~airlock.llm_worker.pacing.Pacer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from airlock.core.admin import partition_counts
+from airlock.core.models import utcnow
+from airlock.core.settings import KafkaSettings
+from airlock.llm_worker.cache import CacheEntry, ResponseCache
+from airlock.llm_worker.pacing import Pacer, PacingSignal
+
+log = logging.getLogger("airlock.llm_worker.feeds")
+
+#: On start, pacing signals this far back (per partition) are read: a pause may still be on.
+PACING_LOOKBACK = 200
+
+
+class _TopicReader:
+    """Reads every partition of one topic (no consumer group) and hands records to ``apply``."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, apply: Callable[[ConsumerRecord], None]) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._apply = apply
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, position: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]]) -> None:
+        count = (await partition_counts(self._kafka, [self._topic])).get(self._topic, 0)
+        if count < 1:
+            raise RuntimeError(f"topic {self._topic} does not exist: run `airlock topics provision`")
+        consumer = AIOKafkaConsumer(
+            **self._kafka.client_args(),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in range(count)]
+        consumer.assign(tps)
+        await position(consumer, tps)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as error:
+                log.warning("reading %s failed (%s); retrying", self._topic, error)
+                await asyncio.sleep(1.0)
+                continue
+            for records in batches.values():
+                for record in records:
+                    try:
+                        self._apply(record)
+                    except (ValidationError, ValueError) as error:
+                        log.warning("ignoring unreadable record on %s: %s", self._topic, type(error).__name__)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class CacheFeed:
+    """Loads the cache topic into a :class:`ResponseCache` and follows it.
+
+    Args:
+        kafka: Connection settings.
+        topic: The cache topic.
+        cache: Filled with live entries; tombstones remove theirs.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, cache: ResponseCache) -> None:
+        self._cache = cache
+        self._reader = _TopicReader(kafka, topic, self._apply)
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        if record.value is None:
+            if record.key is not None:
+                self._cache.discard(record.key.decode("utf-8", "replace"))
+            return
+        self._cache.put(CacheEntry.model_validate_json(record.value), utcnow())
+
+    async def start(self) -> None:
+        """Read the topic from the beginning, then keep following it."""
+
+        async def from_beginning(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+            await consumer.seek_to_beginning(*tps)
+
+        await self._reader.start(from_beginning)
+
+    async def stop(self) -> None:
+        """Stop following the topic."""
+        await self._reader.stop()
+
+
+class PacingFeed:
+    """Publishes this replica's pacing signals and applies the fleet's.
+
+    Args:
+        kafka: Connection settings.
+        topic: The pacing topic.
+        pacer: Receives other replicas' signals.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, pacer: Pacer) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._pacer = pacer
+        self._producer: AIOKafkaProducer | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._reader = _TopicReader(kafka, topic, self._apply)
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        if record.value is not None:
+            self._pacer.apply(PacingSignal.model_validate_json(record.value), time.time())
+
+    async def start(self) -> None:
+        """Connect the producer; read recent signals (a pause may be on), then follow."""
+        self._producer = AIOKafkaProducer(**self._kafka.client_args(), acks=1, linger_ms=0)
+        await self._producer.start()
+
+        async def recent(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(0, ends[tp] - PACING_LOOKBACK))
+
+        await self._reader.start(recent)
+
+    def publish(self, signal: PacingSignal) -> None:
+        """Send ``signal`` to the fleet without waiting (pacing must never block a call)."""
+        if self._producer is None:
+            return
+        task = asyncio.create_task(self._send(self._producer, signal))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, producer: AIOKafkaProducer, signal: PacingSignal) -> None:
+        try:
+            await producer.send_and_wait(self._topic, signal.model_dump_json().encode(), key=signal.target.encode())
+        except KafkaError as error:
+            log.warning("could not share pacing signal for %s: %s", signal.target, error)
+
+    async def stop(self) -> None:
+        """Stop following; flush signals being sent."""
+        await self._reader.stop()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
