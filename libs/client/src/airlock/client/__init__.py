@@ -1,5 +1,6 @@
-"""Python SDK for internal systems: publish requests to Airlock and await the replies."""
+"""Python SDK for internal systems: sign and publish requests to Airlock, await the replies."""
 
+from airlock.client.credentials import ClientCredentials, CredentialsError
 from airlock.client.sdk import AirlockClient, ReplyTimeout
 
-__all__ = ["AirlockClient", "ReplyTimeout"]
+__all__ = ["AirlockClient", "ClientCredentials", "CredentialsError", "ReplyTimeout"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -13,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
+from airlock.client.credentials import ClientCredentials
 from airlock.core import headers as h
 from airlock.core.admin import partition_counts
 from airlock.core.models import (
@@ -24,6 +27,7 @@ from airlock.core.models import (
     reply_adapter,
 )
 from airlock.core.settings import KafkaSettings
+from airlock.core.signing import request_key, request_partition
 from airlock.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -39,17 +43,46 @@ class AirlockClient:
     Use as an async context manager. Replies are read from ``reply_to`` (default: the
     shared responses topic) with ``read_committed``, from the moment the client started.
 
+    Every record is signed with the client's credentials (``docs/signing.md``) and published
+    to the request partition its ``(client, request id)`` maps to, where ingest looks for
+    replays and duplicates.
+
     Args:
         kafka: Connection settings.
-        client_id: This internal system's id.
+        client_id: This internal system's id; defaults to the credentials' client.
         reply_to: Reply topic; defaults to the shared ``<prefix>responses``.
+        credentials: Signing key; by default read from the environment
+            (:meth:`ClientCredentials.from_env`). Without credentials records go out unsigned
+            and ingest refuses them.
+
+    Raises:
+        ValueError: No client id, or credentials that belong to another client.
     """
 
-    def __init__(self, kafka: KafkaSettings, client_id: str, *, reply_to: str | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        client_id: str | None = None,
+        *,
+        reply_to: str | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
+        credentials = credentials or ClientCredentials.from_env()
+        if credentials is not None and client_id not in (None, credentials.client_id):
+            raise ValueError(
+                f"client id {client_id!r} does not match the credentials' client {credentials.client_id!r}"
+            )
+        resolved = client_id or (credentials.client_id if credentials else None)
+        if not resolved:
+            raise ValueError("a client id is needed: pass client_id or credentials")
+        if credentials is None:
+            log.warning("client %s has no signing credentials: ingest will refuse its requests", resolved)
         self._kafka = kafka
+        self._credentials = credentials
         self.topics = Topics(kafka.topic_prefix)
-        self.client_id = client_id
+        self.client_id: str = resolved
         self.reply_to = reply_to or self.topics.responses
+        self._request_partitions = 0
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -74,7 +107,9 @@ class AirlockClient:
             **self._kafka.client_args(), enable_auto_commit=False, isolation_level="read_committed"
         )
         await self._consumer.start()
-        count = (await partition_counts(self._kafka, [self.reply_to])).get(self.reply_to, 0)
+        counts = await partition_counts(self._kafka, [self.reply_to, self.topics.requests])
+        count = counts.get(self.reply_to, 0)
+        self._request_partitions = counts.get(self.topics.requests, 0)
         tps = [TopicPartition(self.reply_to, p) for p in range(count)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
@@ -152,18 +187,42 @@ class AirlockClient:
         request_id: str | None = None,
         reply_to: str | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
-    ) -> None:
-        """Publish arbitrary bytes to the request topic (tests, other producers' behaviour)."""
+        sign: bool = True,
+    ) -> str | None:
+        """Publish arbitrary bytes to the request topic, signed (tests, other producers' behaviour).
+
+        Args:
+            value: The exact record value.
+            request_id: The request id to sign and route by; by default the body's
+                ``request_id`` when it is JSON with one, else a new id (when signing).
+            reply_to: Sent as the ``airlock-reply-to`` header (used for unreadable bodies).
+            headers: More headers.
+            sign: False publishes exactly ``headers`` (plus the request id and reply topic).
+
+        Returns:
+            The request id the record was published under, if any.
+        """
         assert self._producer is not None, "start the client first"
+        request_id = request_id or _body_request_id(value)
+        if request_id is None and sign and self._credentials is not None:
+            request_id = str(uuid.uuid4())
         all_headers = list(headers)
         if request_id:
             self._mine.add(request_id)
-            all_headers.append((h.REQUEST_ID, request_id.encode()))
+            if sign and self._credentials is not None:
+                all_headers += self._credentials.headers(request_id=request_id, timestamp=int(time.time()), body=value)
+            else:
+                all_headers.append((h.REQUEST_ID, request_id.encode()))
         if reply_to:
             all_headers.append((h.REPLY_TO, reply_to.encode()))
+        partition = None
+        if request_id and self._request_partitions:
+            partition = request_partition(self.client_id, request_id, self._request_partitions)
+        key = request_key(self.client_id, request_id) if request_id else None
         await self._producer.send_and_wait(
-            self.topics.requests, value, key=(request_id or "").encode() or None, headers=all_headers
+            self.topics.requests, value, key=key, headers=all_headers, partition=partition
         )
+        return request_id
 
     def expect(self, request_id: str) -> None:
         """Keep the reply to ``request_id``, a request published by other means than this client."""
@@ -193,3 +252,13 @@ class AirlockClient:
         """Publish ``request`` and wait for its reply."""
         await self.publish(request)
         return await self.wait(request.request_id, timeout)
+
+
+def _body_request_id(value: bytes) -> str | None:
+    """The ``request_id`` of a JSON body, if it has a string one."""
+    try:
+        document = json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    request_id = document.get("request_id") if isinstance(document, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None

@@ -2,30 +2,91 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
 from airlock.core import logs
+from airlock.core.admin import partition_counts
 from airlock.core.runtime import StageRuntime
-from airlock.core.settings import load
-from airlock.core.stage import RecordProcessor, StageContext
+from airlock.core.settings import SettingsError, load
+from airlock.core.stage import StageContext
 from airlock.core.topics import Topics
+from airlock.ingest.clients import ClientRegistry
+from airlock.ingest.contract import contract
+from airlock.ingest.feeds import PartitionWatch, QuotaFeed, read_seen
 from airlock.ingest.handlers import IngestHandler
+from airlock.ingest.replay import SeenRecord
 from airlock.ingest.settings import IngestSettings
 
 SERVICE = "ingest"
 
+log = logging.getLogger("airlock.ingest")
+
 
 def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
-    """Build the ingest stage from settings (the environment by default)."""
+    """Build the ingest stage from settings (the environment by default).
+
+    The clients file, the quota state and the request topic's partition count are read at
+    start-up (not here), so building the app (e.g. for ``faststream docs gen``) needs no
+    file and no broker.
+    """
     settings = settings or load(IngestSettings)
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
-    handler = IngestHandler(context, settings)
-    return StageRuntime(
+    registry = ClientRegistry(settings.clients_file)
+    feed = QuotaFeed(settings.kafka, topics)
+    watch = PartitionWatch(settings.kafka, topics.requests)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def load_seen(partition: int, since: datetime) -> list[SeenRecord]:
+        return await read_seen(settings.kafka, topics.ingest_seen, partition, since)
+
+    handler = IngestHandler(
+        context,
+        settings,
+        registry,
+        load_seen=load_seen,
+        quota=feed,
+        partitions=lambda: watch.count,
+    )
+    runtime = StageRuntime(
         SERVICE,
-        {topics.requests: RecordProcessor(handler.handle, handler.give_up)},
+        {topics.requests: handler},
         context=context,
         kafka=settings.kafka,
         settings=settings,
     )
+
+    async def start() -> None:
+        registry.load()
+        log.info("clients file loaded: %s", registry.summary())
+        counts = await partition_counts(settings.kafka, [topics.requests, topics.ingest_seen])
+        if counts.get(topics.ingest_seen, 0) < counts.get(topics.requests, 0):
+            raise SettingsError(
+                f"{topics.ingest_seen} needs at least as many partitions as {topics.requests} "
+                f"({counts.get(topics.ingest_seen, 0)} < {counts.get(topics.requests, 0)}): "
+                "run `airlock topics provision`"
+            )
+        await watch.start()
+        await feed.start()
+        tasks.append(asyncio.create_task(registry.follow(settings.clients_reload_s)))
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await watch.stop()
+        await feed.stop()
+
+    runtime.on_startup(start)
+    # Registered after the runtime's drain, so in-flight batches can still reach the feed.
+    runtime.app.on_shutdown(stop)
+    # The runtime's raw batch subscriber says nothing about payloads: publish the contract.
+    runtime.app.schema = contract()
+    return runtime
 
 
 logs.configure(SERVICE)

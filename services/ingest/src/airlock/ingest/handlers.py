@@ -1,24 +1,71 @@
-"""Ingest's handler: request record in; accepted envelope or structured refusal out."""
+"""Ingest's processor: request record in; accepted envelope or structured refusal out.
+
+Per record, in order: authenticate (signature) → move to its home partition if it arrived
+elsewhere → replay → size and schema → identity (body vs signed headers) → authorization →
+duplicate request id → token and cost budgets → requests-per-minute admission. The first
+five need nothing but the record and the clients file; replays and duplicates need the
+partition's :class:`~airlock.ingest.replay.SeenBook`; budgets and admissions the shared
+:class:`QuotaGate`. A batch's admissions go to the admission log together, so a batch costs
+one round trip, not one per record.
+
+Who hears about a refusal: an unauthenticated record gets no reply (anyone could otherwise
+make Airlock write errors into someone's reply topic); an authenticated one gets its error
+on its reply topic when its client may use that topic. Every refusal goes to the DLQ and
+is audited (RECEIVED → REJECTED with the error code).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from airlock.core import headers as h
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.lifecycle import State
-from airlock.core.models import AuditDetails, Envelope, LLMRequest, utcnow
+from airlock.core.models import AuditDetails, AuditEvent, Envelope, LLMRequest, utcnow
+from airlock.core.signing import request_partition
 from airlock.core.stage import (
     Incoming,
     Outcome,
+    Outgoing,
+    Result,
     StageContext,
     airlock_id_for,
     deadline_after,
     prompt_digest,
 )
+from airlock.ingest.auth import Sender, authenticate, claimed_client
+from airlock.ingest.clients import ClientRegistry, ClientsFile
+from airlock.ingest.policy import authorize, may_reply
+from airlock.ingest.quota import Admission, AdmissionIntent, UsageBook, check_budgets, rate_refusal
+from airlock.ingest.replay import SeenBook, SeenRecord
 from airlock.ingest.settings import IngestSettings
 from airlock.ingest.validation import addressing, parse_request
+
+log = logging.getLogger("airlock.ingest")
+
+SeenLoader = Callable[[int, datetime], Awaitable[list[SeenRecord]]]
+"""``(partition, since) → seen records`` of that request partition, oldest first."""
+
+
+class QuotaGate(Protocol):
+    """Shared quota state: the usage book and the admission log (:class:`~airlock.ingest.feeds.QuotaFeed`)."""
+
+    book: UsageBook
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the state is read up."""
+        ...
+
+    async def admit(self, intents: Sequence[AdmissionIntent], timeout_s: float) -> list[Admission]:
+        """The admission log's decisions on ``intents``."""
+        ...
 
 
 def request_details(request: LLMRequest, source: str) -> AuditDetails:
@@ -33,23 +80,140 @@ def request_details(request: LLMRequest, source: str) -> AuditDetails:
     )
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A record that passed every check but the requests-per-minute admission."""
+
+    incoming: Incoming
+    airlock_id: str
+    sender: Sender
+    request: LLMRequest
+    seen: SeenRecord
+    intent: AdmissionIntent | None
+    received_at: datetime
+
+
 class IngestHandler:
-    """Validates each request and forwards it, or refuses it with a structured error.
+    """Authenticates, authorizes, deduplicates and meters each request; forwards or refuses it.
 
     Args:
         context: Audit and record builders.
-        settings: Size limits and deadlines.
+        settings: Limits, windows and timeouts.
+        registry: The clients file (reloaded by the app when it changes).
+        load_seen: Reads a request partition's seen records back from Kafka.
+        quota: Usage and admission state shared by all replicas.
+        partitions: The request topic's current partition count (``None`` while unknown).
+        clock: The current time (tests pass a fixed one).
     """
 
-    def __init__(self, context: StageContext, settings: IngestSettings) -> None:
+    def __init__(
+        self,
+        context: StageContext,
+        settings: IngestSettings,
+        registry: ClientRegistry,
+        *,
+        load_seen: SeenLoader,
+        quota: QuotaGate,
+        partitions: Callable[[], int | None],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._context = context
         self._settings = settings
+        self._registry = registry
+        self._load_seen = load_seen
+        self._quota = quota
+        self._partitions = partitions
+        self._clock = clock
+        self._books: dict[int, SeenBook] = {}
+        self._epochs: dict[int, int] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._tolerance = timedelta(seconds=settings.signature_tolerance_s)
+        self._window = timedelta(seconds=settings.idempotency_window_s)
 
-    def handle(self, incoming: Incoming) -> Outcome:
-        """RECEIVED → ACCEPTED (forward to the redactor) or RECEIVED → REJECTED."""
-        context = self._context
+    # -- partition state ------------------------------------------------------------------
+
+    def on_reset(self, partition: int) -> None:
+        """Forget the partition's seen book; it is read back from Kafka before next use."""
+        self._books.pop(partition, None)
+        self._epochs[partition] = self._epochs.get(partition, 0) + 1
+
+    async def _book(self, partition: int, now: datetime) -> SeenBook:
+        book = self._books.get(partition)
+        if book is None:
+            # A signature matters while its timestamp is inside the window (either side).
+            book = SeenBook(signature_ttl=self._tolerance * 2, request_ttl=self._window)
+            since = now - max(self._window, self._tolerance * 3)
+            epoch = self._epochs.get(partition, 0)
+            records = await self._load_seen(partition, since)
+            for record in records:
+                book.remember(record, now)
+            log.info("request partition %d: %d seen records read back", partition, len(records))
+            if self._epochs.get(partition, 0) == epoch:  # else reset meanwhile: read again next time
+                self._books[partition] = book
+        return book
+
+    # -- processing -----------------------------------------------------------------------
+
+    async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
+        """Decide a batch of one request partition, in offset order."""
+        if not batch:
+            return []
+        partition = batch[0].partition
+        async with self._locks.setdefault(partition, asyncio.Lock()):
+            now = self._clock()
+            book = await self._book(partition, now)
+            await self._quota.wait_ready(self._settings.quota_timeout_s)
+            book.expire(now)
+            clients = self._registry.current
+            examined = [self._examine(incoming, book, clients, now) for incoming in batch]
+            intents = [item.intent for item in examined if isinstance(item, _Candidate) and item.intent]
+            admissions: dict[str, Admission] = {}
+            failure: Exception | None = None
+            if intents:
+                try:
+                    decided = await self._quota.admit(intents, self._settings.quota_timeout_s)
+                    admissions = {intent.airlock_id: d for intent, d in zip(intents, decided, strict=True)}
+                except Exception as error:  # the runtime retries the first record that needs it
+                    failure = error
+            results: list[Result] = []
+            for item in examined:
+                if not isinstance(item, _Candidate):
+                    results.append(item)
+                elif item.intent is not None and failure is not None:
+                    results.append(failure)
+                else:
+                    results.append(self._decide(item, admissions.get(item.airlock_id), book, now))
+            return results
+
+    def _examine(self, incoming: Incoming, book: SeenBook, clients: ClientsFile, now: datetime) -> Outcome | _Candidate:
         airlock_id = airlock_id_for(incoming)
-        received_at = utcnow()
+        try:
+            sender = authenticate(incoming, clients, now=now, tolerance_s=self._settings.signature_tolerance_s)
+        except StageError as error:
+            return self._refuse_unauthenticated(incoming, airlock_id, error, now)
+        count = self._partitions()
+        if count:
+            home = request_partition(sender.client_id, sender.request_id, count)
+            if home != incoming.partition:
+                return self._reroute(incoming, home)
+        seen = SeenRecord(
+            client_id=sender.client_id,
+            request_id=sender.request_id,
+            signature=sender.signature,
+            airlock_id=airlock_id,
+            accepted=False,
+            at=now,
+            signed_at=sender.timestamp,
+        )
+        earlier = book.replay_of(sender.signature)
+        if earlier is not None and earlier.airlock_id != airlock_id:
+            replay = StageError(
+                ErrorCode.REPLAYED,
+                f"this signed request was already received as airlock id {earlier.airlock_id}",
+                duplicate_of=earlier.airlock_id,
+            )
+            return self._refuse(incoming, airlock_id, sender, replay, now, seen=None)
+        book.remember(seen, now)
         try:
             request = parse_request(
                 incoming.value,
@@ -57,44 +221,105 @@ class IngestHandler:
                 max_prompt_chars=self._settings.max_prompt_chars,
             )
         except StageError as error:
-            return self._refuse(incoming, airlock_id, error)
-
-        details = request_details(request, incoming.source)
-        received = context.transition(
-            airlock_id, None, State.RECEIVED, request=request, details=details, at=received_at
-        )
-        if not context.topics.is_reply_topic(request.reply_to):
-            refusal = StageError(
-                ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
-                f"reply topic {request.reply_to!r} is not an allowed reply topic",
+            return self._refuse(incoming, airlock_id, sender, error, now, seen=seen)
+        try:
+            if request.client_id != sender.client_id or request.request_id != sender.request_id:
+                raise StageError(
+                    ErrorCode.IDENTITY_MISMATCH,
+                    "the body's client_id and request_id must equal the signed "
+                    f"{h.CLIENT_ID} and {h.REQUEST_ID} headers",
+                )
+            tenant_limits = authorize(sender.policy, clients, request, self._context.topics)
+            original = book.accepted(sender.client_id, sender.request_id)
+            if original is not None:
+                raise _duplicate(original)
+            check_budgets(
+                self._quota.book,
+                tenant=request.tenant,
+                tenant_limits=tenant_limits,
+                client_id=sender.client_id,
+                client_limits=sender.policy.limits,
+                now=now,
             )
-            return context.fail(
-                incoming,
-                refusal,
+        except StageError as error:
+            return self._refuse(incoming, airlock_id, sender, error, now, seen=seen, request=request)
+        client_rpm = sender.policy.limits.requests_per_minute
+        intent = None
+        if tenant_limits.requests_per_minute is not None or client_rpm is not None:
+            intent = AdmissionIntent(
                 airlock_id=airlock_id,
-                source=State.RECEIVED,
-                target=State.REJECTED,
-                request=request,
-                details=details,
-                preceding=[received],
+                tenant=request.tenant,
+                client_id=sender.client_id,
+                tenant_rpm=tenant_limits.requests_per_minute,
+                client_rpm=client_rpm,
             )
+        return _Candidate(incoming, airlock_id, sender, request, seen, intent, now)
+
+    def _decide(self, item: _Candidate, admission: Admission | None, book: SeenBook, now: datetime) -> Outcome:
+        """Accept a candidate unless the admission log refused it or its id was taken meanwhile."""
+        refusal: StageError | None = None
+        if item.intent is not None and admission is not None and not admission.admitted:
+            refusal = rate_refusal(admission, item.intent)
+        original = book.accepted(item.sender.client_id, item.sender.request_id)
+        if original is not None:  # an earlier record of this batch took the id
+            refusal = _duplicate(original)
+        if refusal is not None:
+            return self._refuse(item.incoming, item.airlock_id, item.sender, refusal, now, item.seen, item.request)
+        context, request = self._context, item.request
+        seen = item.seen.model_copy(update={"accepted": True})
+        book.remember(seen, now)
+        details = request_details(request, item.incoming.source)
+        received = context.transition(
+            item.airlock_id, None, State.RECEIVED, request=request, details=details, at=item.received_at
+        )
+        accepted = context.transition(item.airlock_id, State.RECEIVED, State.ACCEPTED, request=request, details=details)
         envelope = Envelope(
-            airlock_id=airlock_id,
+            airlock_id=item.airlock_id,
             state=State.ACCEPTED,
             request=request,
-            received_at=received_at,
-            deadline=deadline_after(received_at, self._settings.request_deadline_s),
+            received_at=item.received_at,
+            deadline=deadline_after(item.received_at, self._settings.request_deadline_s),
         )
-        accepted = context.transition(airlock_id, State.RECEIVED, State.ACCEPTED, request=request, details=details)
         return Outcome(
-            records=[context.forward(context.topics.accepted, envelope, incoming)],
+            records=[context.forward(context.topics.accepted, envelope, item.incoming), self._seen_record(seen, item)],
             events=[received, accepted],
         )
 
-    def _refuse(self, incoming: Incoming, airlock_id: str, error: StageError) -> Outcome:
-        request_id, reply_to = _addressing_of(incoming)
-        details = AuditDetails(source=incoming.source)
-        received = self._context.transition(airlock_id, None, State.RECEIVED, request_id=request_id, details=details)
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _seen_record(self, seen: SeenRecord, item: _Candidate | Incoming) -> Outgoing:
+        incoming = item.incoming if isinstance(item, _Candidate) else item
+        return Outgoing(
+            topic=self._context.topics.ingest_seen,
+            value=seen.to_bytes(),
+            key=seen.key(),
+            partition=incoming.partition,
+        )
+
+    def _reroute(self, incoming: Incoming, home: int) -> Outcome:
+        """Move a record to its home partition, byte for byte (it enters the lifecycle there)."""
+        log.debug("moving %s to partition %d", incoming.source, home)
+        headers = tuple((k, v) for k, v in incoming.headers if k != h.REROUTED_FROM)
+        return Outcome(
+            records=[
+                Outgoing(
+                    topic=incoming.topic,
+                    value=incoming.value,
+                    key=incoming.key,
+                    headers=(*headers, (h.REROUTED_FROM, incoming.source.encode())),
+                    partition=home,
+                )
+            ]
+        )
+
+    def _refuse_unauthenticated(self, incoming: Incoming, airlock_id: str, error: StageError, now: datetime) -> Outcome:
+        """DLQ and audit only: an unauthenticated sender is never answered."""
+        request_id, _ = _addressing_of(incoming)
+        claimed = claimed_client(incoming)
+        details = AuditDetails(source=incoming.source, extra={"claimed_client_id": claimed} if claimed else None)
+        received = self._context.transition(
+            airlock_id, None, State.RECEIVED, request_id=request_id, details=details, at=now
+        )
         return self._context.fail(
             incoming,
             error,
@@ -102,15 +327,73 @@ class IngestHandler:
             source=State.RECEIVED,
             target=State.REJECTED,
             request_id=request_id,
-            reply_to=reply_to,
+            reply_to=None,
             details=details,
             preceding=[received],
         )
 
+    def _refuse(
+        self,
+        incoming: Incoming,
+        airlock_id: str,
+        sender: Sender,
+        error: StageError,
+        now: datetime,
+        seen: SeenRecord | None,
+        request: LLMRequest | None = None,
+    ) -> Outcome:
+        """Refuse an authenticated record: reply if its client may use the topic, DLQ, audit."""
+        reply_to = request.reply_to if request else _addressing_of(incoming)[1]
+        allowed = reply_to if may_reply(sender.policy, reply_to, self._context.topics) else None
+        details = request_details(request, incoming.source) if request else AuditDetails(source=incoming.source)
+        extra = {"key_id": sender.key_id}
+        if error.duplicate_of:
+            extra["duplicate_of"] = error.duplicate_of
+        details = details.model_copy(update={"extra": extra})
+        received = self._context.transition(
+            airlock_id, None, State.RECEIVED, request_id=sender.request_id, details=details, at=now
+        )
+        outcome = self._context.fail(
+            incoming,
+            error,
+            airlock_id=airlock_id,
+            source=State.RECEIVED,
+            target=State.REJECTED,
+            request_id=sender.request_id,
+            reply_to=allowed,
+            details=details,
+            preceding=[received],
+        )
+        identity = {"client_id": sender.client_id, "tenant": request.tenant if request else None}
+        outcome.events = [_with(event, identity) for event in outcome.events]
+        if seen is not None:
+            outcome.records.append(self._seen_record(seen, incoming))
+        return outcome
+
     def give_up(self, incoming: Incoming, error: BaseException) -> Outcome:
-        """Ingest's handler is pure; reaching here means a bug. Refuse, audited."""
+        """Processing kept failing (quota state unreachable?): refuse, audited, failing closed."""
         failure = StageError(ErrorCode.INTERNAL, "ingest could not process the request")
-        return self._refuse(incoming, airlock_id_for(incoming), failure)
+        airlock_id, now = airlock_id_for(incoming), self._clock()
+        try:
+            sender = authenticate(
+                incoming, self._registry.current, now=now, tolerance_s=self._settings.signature_tolerance_s
+            )
+        except StageError:
+            return self._refuse_unauthenticated(incoming, airlock_id, failure, now)
+        return self._refuse(incoming, airlock_id, sender, failure, now, seen=None)
+
+
+def _duplicate(original: SeenRecord) -> StageError:
+    return StageError(
+        ErrorCode.DUPLICATE_REQUEST,
+        f"request id {original.request_id!r} was already accepted as airlock id {original.airlock_id} "
+        f"at {original.at.isoformat()}; its reply goes to its own reply topic",
+        duplicate_of=original.airlock_id,
+    )
+
+
+def _with(event: AuditEvent, identity: dict[str, str | None]) -> AuditEvent:
+    return event.model_copy(update={k: v for k, v in identity.items() if v is not None})
 
 
 def _addressing_of(incoming: Incoming) -> tuple[str | None, str | None]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from airlock.devstack.cli.common import fail, kafka_settings
+
+if TYPE_CHECKING:
+    from airlock.client import ClientCredentials
 
 
 def send(
@@ -16,17 +19,25 @@ def send(
     model: Annotated[str, typer.Option(help="Logical model name.")] = "gpt-4o-mini",
     use_case: Annotated[str, typer.Option(help="Use case (selects policies).")] = "default",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
-    client_id: Annotated[str, typer.Option(help="This client's id.")] = "airlock-cli",
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="Sign as this client (default: the credentials' client, or the dev stack's airlock-cli)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole reply as JSON.")] = False,
 ) -> None:
-    """Publish a request to the running stack, wait for the reply and print it."""
+    """Publish a signed request to the running stack, wait for the reply and print it.
+
+    Credentials come from AIRLOCK_CLIENT_CREDENTIALS_FILE (or AIRLOCK_CLIENT_ID,
+    AIRLOCK_CLIENT_KEY_ID, AIRLOCK_CLIENT_SECRET), else from the local stack's clients file.
+    """
     from airlock.client import AirlockClient, ReplyTimeout
     from airlock.core.models import ErrorReply
 
     kafka = kafka_settings()
+    credentials = find_credentials(client_id)
 
     async def run() -> Any:
-        async with AirlockClient(kafka, client_id) as client:
+        async with AirlockClient(kafka, credentials=credentials) as client:
             request = client.build(text, tenant=tenant, model=model, use_case=use_case)
             return await client.ask(request, timeout=timeout)
 
@@ -39,8 +50,41 @@ def send(
     if as_json:
         typer.echo(reply.model_dump_json(indent=2))
     elif isinstance(reply, ErrorReply):
-        typer.echo(f"error {reply.code} ({reply.stage}): {reply.message}  [request {reply.request_id}]", err=True)
+        hints = "".join(
+            [
+                f"  (retry after {reply.retry_after:g}s)" if reply.retry_after else "",
+                f"  (original: airlock id {reply.duplicate_of})" if reply.duplicate_of else "",
+            ]
+        )
+        typer.echo(
+            f"error {reply.code} ({reply.stage}): {reply.message}  [request {reply.request_id}]{hints}", err=True
+        )
     else:
         typer.echo(reply.content)
     if isinstance(reply, ErrorReply):
         raise typer.Exit(1)
+
+
+def find_credentials(client_id: str | None) -> ClientCredentials:
+    """The signing credentials for ``client_id``: the environment's, else the dev stack's."""
+    from airlock.client import ClientCredentials, CredentialsError
+    from airlock.devstack.paths import state_dir
+    from airlock.devstack.stack import DEV_CLIENT_ID, clients_file_path, dev_credentials
+
+    try:
+        configured = ClientCredentials.from_env()
+    except CredentialsError as error:
+        fail(str(error))
+    if configured is not None and client_id in (None, configured.client_id):
+        return configured
+    wanted = client_id or DEV_CLIENT_ID
+    state = state_dir()
+    if not clients_file_path(state).exists():
+        fail(
+            f"no credentials for client {wanted!r}: set AIRLOCK_CLIENT_CREDENTIALS_FILE, or start the "
+            f"local stack (`airlock dev up`) whose clients file is {clients_file_path(state)}"
+        )
+    try:
+        return dev_credentials(state, wanted)
+    except (LookupError, ValueError) as error:
+        fail(f"{error}; add the client with `airlock clients add {wanted} ...`")

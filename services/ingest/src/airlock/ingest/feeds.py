@@ -1,0 +1,266 @@
+"""Ingest's shared state in Kafka: the admission log, the usage topic and the seen topic.
+
+This is the only ingest module that talks to Kafka directly (besides the stage runtime).
+Every replica runs one :class:`QuotaFeed`: a reader of the single-partition admission log
+(rate limits, decided by :class:`~airlock.ingest.quota.RateArbiter`) and of every usage
+partition since the start of the month (:class:`~airlock.ingest.quota.UsageBook`), plus an
+idempotent producer for its own admission intents. :func:`read_seen` rebuilds one request
+partition's :class:`~airlock.ingest.replay.SeenBook` when the partition is (re)assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from airlock.core.admin import partition_counts
+from airlock.core.models import UsageRecord
+from airlock.core.settings import KafkaSettings
+from airlock.core.topics import Topics
+from airlock.ingest.quota import Admission, AdmissionIntent, RateArbiter, UsageBook, month_start
+from airlock.ingest.replay import SeenRecord
+
+log = logging.getLogger("airlock.ingest.feeds")
+
+#: Read this much of the admission log at start: the current minute whole, and the last one.
+ADMISSIONS_LOOKBACK_MS = 180_000
+
+
+class FeedUnavailable(RuntimeError):
+    """The admission log or usage topic could not be read in time (the record is retried)."""
+
+
+def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **kafka.client_args(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+
+
+async def _seek_since(consumer: AIOKafkaConsumer, since_ms: dict[TopicPartition, int]) -> None:
+    found = await consumer.offsets_for_times(since_ms)
+    for tp in since_ms:
+        hit = found.get(tp)
+        if hit is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, hit.offset)
+
+
+class QuotaFeed:
+    """The admission log and the usage topic, read continuously; admission intents written.
+
+    Args:
+        kafka: Connection settings.
+        topics: Topic names.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topics: Topics) -> None:
+        self._kafka = kafka
+        self._topics = topics
+        self.arbiter = RateArbiter()
+        self.book = UsageBook()
+        self._admissions = TopicPartition(topics.ingest_admissions, 0)
+        self._position = -1
+        self._moved = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect, position the readers and start following (returns before catching up)."""
+        counts = await partition_counts(self._kafka, [self._topics.ingest_admissions, self._topics.usage])
+        if counts.get(self._topics.ingest_admissions, 0) < 1 or counts.get(self._topics.usage, 0) < 1:
+            raise RuntimeError(
+                f"topics {self._topics.ingest_admissions} and {self._topics.usage} must exist: "
+                "run `airlock topics provision`"
+            )
+        usage = [TopicPartition(self._topics.usage, p) for p in range(counts[self._topics.usage])]
+        self._consumer = _consumer(self._kafka)
+        await self._consumer.start()
+        self._consumer.assign([self._admissions, *usage])
+        now_ms = int(time.time() * 1000)
+        since = {self._admissions: now_ms - ADMISSIONS_LOOKBACK_MS}
+        month_ms = int(month_start(datetime.now(UTC)).timestamp() * 1000)
+        since.update({tp: month_ms for tp in usage})
+        await _seek_since(self._consumer, since)
+        targets = await self._consumer.end_offsets([self._admissions, *usage])
+        self._producer = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all", linger_ms=0)
+        await self._producer.start()
+        self._task = asyncio.create_task(self._follow(targets))
+
+    async def stop(self) -> None:
+        """Stop following and disconnect."""
+        await _cancel(self._task)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the readers have caught up with what existed at start.
+
+        Raises:
+            FeedUnavailable: Not caught up within ``timeout_s``.
+        """
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            raise FeedUnavailable("usage and admission topics not read up yet") from None
+
+    async def admit(self, intents: Sequence[AdmissionIntent], timeout_s: float) -> list[Admission]:
+        """Append ``intents`` to the admission log and return the log's decisions on them.
+
+        Raises:
+            FeedUnavailable: The log did not come back in time.
+        """
+        assert self._producer is not None, "start the feed first"
+        if not intents:
+            return []
+        sends = [
+            await self._producer.send(
+                self._admissions.topic, intent.to_bytes(), key=intent.tenant.encode(), partition=0
+            )
+            for intent in intents
+        ]
+        try:
+            written = await asyncio.wait_for(asyncio.gather(*sends), timeout_s)
+            last = max(meta.offset for meta in written)
+            async with self._moved:
+                await asyncio.wait_for(self._moved.wait_for(lambda: self._position > last), timeout_s)
+        except TimeoutError:
+            raise FeedUnavailable(f"admission log did not answer within {timeout_s:.0f}s") from None
+        decisions = [self.arbiter.decision_for(intent.airlock_id) for intent in intents]
+        if any(decision is None for decision in decisions):
+            raise FeedUnavailable("admission decision missing (the log moved on); retrying")
+        return [decision for decision in decisions if decision is not None]
+
+    async def _follow(self, targets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        last_prune = time.monotonic()
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._apply(tp, record.value or b"", record.timestamp)
+                position = await self._consumer.position(self._admissions)
+                if not self._ready.is_set():
+                    behind = [tp for tp, end in targets.items() if await self._consumer.position(tp) < end]
+                    if not behind:
+                        self._ready.set()
+                        log.info("quota state read up (admission log and usage since the start of the month)")
+            except KafkaError as error:
+                log.warning("reading quota state failed (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            async with self._moved:
+                self._position = position
+                self._moved.notify_all()
+            if time.monotonic() - last_prune > 60:
+                self.book.prune(datetime.now(UTC))
+                last_prune = time.monotonic()
+
+    def _apply(self, tp: TopicPartition, value: bytes, timestamp_ms: int) -> None:
+        try:
+            if tp == self._admissions:
+                self.arbiter.apply(AdmissionIntent.model_validate_json(value), timestamp_ms)
+            else:
+                self.book.add(UsageRecord.model_validate_json(value))
+        except ValidationError:
+            log.warning("skipping unreadable record on %s/%d", tp.topic, tp.partition)
+
+
+async def quota_snapshot(kafka: KafkaSettings, topics: Topics, timeout_s: float = 60.0) -> QuotaFeed:
+    """The quota state as of now (for ``airlock usage``): a feed read up, then stopped."""
+    feed = QuotaFeed(kafka, topics)
+    await feed.start()
+    try:
+        await feed.wait_ready(timeout_s)
+    finally:
+        await feed.stop()
+    return feed
+
+
+async def read_seen(kafka: KafkaSettings, topic: str, partition: int, since: datetime) -> list[SeenRecord]:
+    """Every committed :class:`SeenRecord` of one partition written since ``since``."""
+    consumer = _consumer(kafka)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await _seek_since(consumer, {tp: int(since.timestamp() * 1000)})
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[SeenRecord] = []
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batches.get(tp, []):
+                try:
+                    found.append(SeenRecord.model_validate_json(record.value or b""))
+                except ValidationError:
+                    log.warning("skipping unreadable record on %s/%d at %d", topic, partition, record.offset)
+        return found
+    finally:
+        await consumer.stop()
+
+
+class PartitionWatch:
+    """The request topic's partition count, refreshed in the background.
+
+    Args:
+        kafka: Connection settings.
+        topic: The request topic.
+        interval_s: Seconds between refreshes.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, interval_s: float = 30.0) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._interval_s = interval_s
+        self.count: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read the count once, then keep it fresh."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop())
+
+    async def refresh(self) -> None:
+        """Read the count now (keeps the last known one on failure)."""
+        try:
+            count = (await partition_counts(self._kafka, [self._topic])).get(self._topic, 0)
+        except KafkaError as error:
+            log.warning("cannot read partitions of %s (%s)", self._topic, type(error).__name__)
+            return
+        if count and count != self.count:
+            if self.count is not None:
+                log.warning("%s now has %d partitions (was %d)", self._topic, count, self.count)
+            self.count = count
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        """Stop refreshing."""
+        await _cancel(self._task)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
