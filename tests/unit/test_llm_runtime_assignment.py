@@ -31,8 +31,11 @@ class Producer:
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> None:
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
         self.sent.append(value)
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)  # what aiokafka's send returns: the delivery, awaited before the commit
+        return delivered
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
         self.offsets.extend(offsets.values())
@@ -59,6 +62,12 @@ class Consumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None  # nothing committed yet: the runtime does not move the position
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 2  # past the poll the test hands over (records 0 and 1)
 
 
 def runtime(producer: Producer, consumer: Consumer, starting: asyncio.Event) -> StageRuntime:

@@ -1,8 +1,10 @@
 """Structured JSON logs.
 
 One JSON object per line with ``service``, ``level``, ``logger`` and ``message``, plus any
-of ``request_id``, ``airlock_id``, ``trace_id`` and ``stage`` passed in ``extra``. Log calls
-must never include prompt text, answers, PII values or secrets: pass ids and counts only.
+of ``request_id``, ``airlock_id``, ``trace_id`` and ``stage`` passed in ``extra`` or bound
+for a stretch of work with :func:`bind` (the stage runtime and the handlers bind a record's
+ids while they work on it, so every line about a record names it). Log calls must never
+include prompt text, answers, PII values or secrets: pass ids and counts only.
 """
 
 from __future__ import annotations
@@ -11,9 +13,34 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
-CONTEXT_FIELDS = ("request_id", "airlock_id", "trace_id", "stage", "tenant", "code")
+CONTEXT_FIELDS = ("request_id", "airlock_id", "trace_id", "stage", "tenant", "code", "anomaly")
+
+_bound: ContextVar[Mapping[str, object] | None] = ContextVar("airlock_log_context", default=None)
+
+
+@contextmanager
+def bind(**fields: object) -> Iterator[None]:
+    """Add ``fields`` (ids, never text) to every line logged in this context until exit.
+
+    Context variables follow asyncio tasks, so a record's ids stay with the work on it;
+    an explicit ``extra`` on a log call wins over a bound field.
+    """
+    current = _bound.get()
+    token = _bound.set({**(current or {}), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def bound() -> Mapping[str, object]:
+    """The fields bound in this context."""
+    return _bound.get() or {}
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,8 +59,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        context = _bound.get() or {}
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
+            if value is None:
+                value = context.get(name)
             if value is not None:
                 entry[name] = value
         if record.exc_info:
