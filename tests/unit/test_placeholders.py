@@ -39,6 +39,16 @@ def test_overlapping_detections_keep_the_longest() -> None:
     assert list(mapping.by_placeholder.values()) == ["jane@example.com"]
 
 
+def test_a_shorter_value_is_masked_where_a_longer_one_starting_there_is_not_a_whole_token() -> None:
+    # "Jane Roe" matches the start of "Jane Roeland" but is not a whole token there; "Jane" is.
+    texts = ["Jane Roe and Jane signed.", "Jane Roeland asked."]
+    detections = [[Detection("PERSON", 0, 8), Detection("PERSON", 13, 17)], []]
+
+    masked, _, _ = mask(texts, detections)
+
+    assert masked == ["<PERSON_1> and <PERSON_2> signed.", "<PERSON_2> Roeland asked."]
+
+
 def test_restore_is_exact_and_single_pass() -> None:
     # A value that itself looks like a placeholder must not be expanded again.
     mapping = {"<PERSON_1>": "<PERSON_2>", "<PERSON_2>": "Bob"}

@@ -196,3 +196,120 @@ def test_the_public_suffix_list_is_never_fetched() -> None:
     extractor = tldextract.tldextract.TLD_EXTRACTOR
     assert extractor.suffix_list_urls == ()
     assert extractor("mail.example.co.uk").suffix == "co.uk"
+
+
+@pytest.mark.parametrize(
+    ("text", "organization"),
+    [
+        ("Hi team, Jane Roe from Contoso called about a broken laptop.", "Contoso"),
+        ("Vendor Siemens asks us to change their bank details.", "Siemens"),
+        ("Rita Moreno is leaving Initech for a role in Portugal.", "Initech"),
+        ("Write a reference letter for Jane Roe, who worked with us at Fabrikam in Toronto.", "Fabrikam"),
+        ("Give me a checklist for a quarterly security review of Jira at Fabrikam.", "Fabrikam"),
+        ("The escalation went to Acme Logistics and Tailspin Toys yesterday.", "Acme Logistics"),
+        ("Chargeback dispute: card charged by Deutsche Bahn, draft our response.", "Deutsche Bahn"),
+        ("She joins the Rotterdam office on 6 January.", "Rotterdam"),
+        ("Ship the replacement to 221 Baker Street, Lyon. Write the confirmation.", "Lyon"),
+    ],
+)
+def test_organizations_and_places_the_model_calls_people_are_left_alone(
+    redactor: Redactor, text: str, organization: str
+) -> None:
+    out = redactor.redact([text]).texts[0]
+
+    assert organization in out, out
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Hi team, Hans-Adolf Jäkel from the IRS called from +1 415 555 0134.", "Jäkel"),
+        ("Update the emergency contact: Tomasz Goliszek, phone 555-0100.", "Goliszek"),
+        ("Anusha D’Alia wrote to us asking to close the account.", "D’Alia"),
+        ("Lost device: Jane Roe's Zoom was stolen in Canada.", "Roe"),
+        ("Relocation: Maarten van Hemert moves from Atlanta to Brazil next month.", "Hemert"),
+    ],
+)
+def test_people_next_to_organization_cues_are_still_masked(redactor: Redactor, text: str, name: str) -> None:
+    out = redactor.redact([text]).texts[0]
+
+    assert name not in out, out
+
+
+def test_a_possessive_cuts_the_name_and_keeps_the_product(redactor: Redactor) -> None:
+    out = redactor.redact(["Lost device: Jane Roe's Zoom was stolen in Canada."]).texts[0]
+
+    assert "Zoom" in out and "Jane Roe" not in out
+
+
+def test_the_fast_path_finds_what_presidios_analyzer_engine_finds() -> None:
+    """Calling the recognizers directly gives Presidio's results (same masked characters)."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
+
+    from airlock.devstack.eval.dataset import generate
+    from airlock.redactor.detector import TokenIndexedContextEnhancer
+    from airlock.redactor.recognizers import recognizers_for, refine_persons
+
+    policy = default_policy()
+    detector = PiiDetector(MODEL)
+    job = detector._for(policy)
+    engine = AnalyzerEngine(
+        registry=RecognizerRegistry(recognizers=recognizers_for(policy), supported_languages=["en"]),
+        nlp_engine=detector._nlp_engine,
+        supported_languages=["en"],
+        context_aware_enhancer=TokenIndexedContextEnhancer(),
+    )
+    texts = [s.text for s in generate(120, seed=19)] + [s.text for s in generate(60, seed=19, split="holdout")]
+    for text, doc in zip(texts, detector._nlp_engine.pipeline.pipe(texts), strict=True):
+        fast = detector.recognize(job, text, doc)
+        reference = engine.analyze(
+            text=text,
+            language="en",
+            entities=job.entities,
+            score_threshold=min(policy.threshold(e) for e in job.entities),
+            allow_list=policy.allow_list,
+            nlp_artifacts=detector._nlp_engine.artifacts(doc),
+        )
+        reference = refine_persons(text, [r for r in reference if r.score >= policy.threshold(r.entity_type)])
+
+        def masked(results: list, text: str = text) -> set[int]:
+            return {i for r in results for i in range(r.start, r.end) if text[i].isalnum()}
+
+        assert masked(fast) == masked(reference), text
+
+        # Same scores, context enhancement included, where the same recognizer found the same span.
+        def key(result: RecognizerResult) -> tuple[int, int, str, str]:
+            return (result.start, result.end, result.entity_type, result.recognition_metadata["recognizer_name"])
+
+        scores = {key(r): r.score for r in reference}
+        for result in fast:
+            if key(result) in scores:
+                assert result.score == scores[key(result)], text
+
+
+def test_phone_lookup_skips_digits_already_found_and_stops_at_the_first_covering_region() -> None:
+    from airlock.redactor.recognizers import WindowedPhoneRecognizer
+
+    recognizer = WindowedPhoneRecognizer(supported_regions=("US", "GB", "FR"), name="PhoneRecognizer")
+    text = "Call 020 7946 0958 or 01 44 55 66 77, card 4111 1111 1111 1111."
+
+    everything = recognizer.analyze(text, ["PHONE_NUMBER"])
+    card = text.index("4111")
+    unclaimed = recognizer.analyze_unclaimed(text, ["PHONE_NUMBER"], [(card, card + 19)])
+
+    found = {text[r.start : r.end] for r in everything}
+    assert {"020 7946 0958", "01 44 55 66 77"} <= found
+    assert {text[r.start : r.end] for r in unclaimed} == {"020 7946 0958", "01 44 55 66 77"}
+    assert recognizer.analyze_unclaimed(text, ["EMAIL_ADDRESS"], []) == []
+
+
+def test_number_recognizers_are_skipped_on_a_text_without_digits() -> None:
+    from airlock.redactor.recognizers import gate_of, recognizers_for
+
+    gates = {r.name: gate_of(r) for r in recognizers_for(default_policy())}
+
+    assert gates["SpacyRecognizer"] is None and gates["PersonContextRecognizer"] is None
+    assert gates["CardRecognizer"] is not None and gates["CardRecognizer"].search("no digits here") is None
+    assert gates["OfflineEmailRecognizer"].search("jane@example.com") is not None
+    custom = recognizers_for(parse_policy(CUSTOM))
+    assert all(gate_of(r) is None for r in custom if r.name in ("customer_id", "DenyList[PROJECT]"))

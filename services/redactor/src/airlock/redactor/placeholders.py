@@ -145,26 +145,23 @@ def _is_word(char: str) -> bool:
 
 
 def _occurrences(text: str, values: dict[str, tuple[str, str]]) -> list[tuple[int, int, str, str]]:
-    """Every whole-token occurrence in ``text`` of each value (value → (entity type, action))."""
-    if not values:
-        return []
-    ordered = sorted(values, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(v) for v in ordered))
+    """Every whole-token occurrence in ``text`` of each value (value → (entity type, action)).
+
+    Occurrences of different values may overlap ("Jane" inside "Jane Roe"); :func:`_select`
+    keeps the earliest, then the longest. ``str.find`` per value is much cheaper than compiling
+    an alternation of every value for each request.
+    """
     found: list[tuple[int, int, str, str]] = []
-    position = 0
-    while True:
-        match = pattern.search(text, position)
-        if match is None:
-            return found
-        start, stop = match.span()
-        value = match.group()
-        before_ok = start == 0 or not (_is_word(value[0]) and _is_word(text[start - 1]))
-        after_ok = stop == len(text) or not (_is_word(value[-1]) and _is_word(text[stop]))
-        if before_ok and after_ok:
-            found.append((start, stop, *values[value]))
-            position = stop
-        else:
-            position = start + 1
+    for value, (kind, action) in values.items():
+        start = text.find(value)
+        while start != -1:
+            stop = start + len(value)
+            before_ok = start == 0 or not (_is_word(value[0]) and _is_word(text[start - 1]))
+            after_ok = stop == len(text) or not (_is_word(value[-1]) and _is_word(text[stop]))
+            if before_ok and after_ok:
+                found.append((start, stop, kind, action))
+            start = text.find(value, start + 1)
+    return found
 
 
 def _strength(detection: Detection) -> tuple[int, float]:

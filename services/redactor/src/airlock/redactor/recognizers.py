@@ -14,10 +14,11 @@ good; a few are replaced:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import phonenumbers
@@ -142,7 +143,8 @@ class PhoneShapeRecognizer(PatternRecognizer):  # type: ignore[misc]
         Pattern("Bare digits", r"(?<![\w+.-])0?\d{10}(?![\w-])", 0.1),
         Pattern(
             "International shape",
-            r"(?<![\w+])\+\d{1,3}(?:\s?\(0\))?(?:[-. ]?\(?\d{1,5}\)?){2,5}(?![\w-])",
+            # A bracket belongs to the number only with its pair: "(+44 20 7946 0000)" keeps its ")".
+            r"(?<![\w+])\+\d{1,3}(?:\s?\(0\))?(?:[-. ]?(?:\(\d{1,5}\)|\d{1,5})){2,5}(?![\w-])",
             0.4,
         ),
     ]
@@ -161,8 +163,8 @@ class PhoneShapeRecognizer(PatternRecognizer):  # type: ignore[misc]
         return None if 7 <= len(digits) <= 15 else False
 
 
-#: A capitalized given name or surname (any script's letters, hyphens, apostrophes).
-_NAME = r"\p{Lu}\p{Ll}+(?:[-'’]\p{Lu}?\p{Ll}+)*"
+#: A capitalized given name or surname (any script's letters, hyphens, apostrophes, "O'Brien").
+_NAME = r"(?:\p{Lu}['’])?\p{Lu}\p{Ll}+(?:[-'’]\p{Lu}?\p{Ll}+)*"
 _PARTICLE = r"(?:van|von|de|da|der|den|di|del|le|la|du|dos|bin|al)"
 _FULL_NAME = rf"{_NAME}(?:\s+{_PARTICLE}){{0,2}}\s+{_NAME}"
 #: Verbs whose subject is a person, as they appear in tickets and notes.
@@ -178,7 +180,8 @@ class PersonContextRecognizer(LocalRecognizer):  # type: ignore[misc]
     A greeting or sign-off ("Hello Mary", "Thanks, Jane"); a role noun before a name
     ("customer Jane Roe", "engineer Kaja Pyrkosz", "Dr. Roe"); a full name followed by a
     contact in parentheses ("Jane Roe (jane@…", "Jane Roe (+44 …"), by a possessive
-    ("Jane Roe's laptop") or by a verb whose subject is a person ("Jane Roe wrote");
+    ("Jane Roe's laptop"), by a verb whose subject is a person ("Jane Roe wrote"), by a
+    contact detail ("Jane Roe, phone …") or by "from" and a name ("Jane Roe from Initech");
     and the words of an e-mail address's ``first.last`` part where they appear capitalized.
     """
 
@@ -196,6 +199,9 @@ class PersonContextRecognizer(LocalRecognizer):  # type: ignore[misc]
             rf"\b({_FULL_NAME})\s*\((?=[^()\n]{{0,80}}?(?:@|\+?\d[\d ().-]{{6,}}))",
             rf"\b({_FULL_NAME})['’]s\b",
             rf"\b({_FULL_NAME})\s+(?:{_PERSON_VERBS})\b",
+            # A full name followed by a contact detail, or by "from" and an organization or place.
+            rf"\b({_FULL_NAME}),?\s+(?:phone|tel|mobile|cell|e-?mail)\b",
+            rf"\b({_FULL_NAME})\s+from\s+(?:the\s+)?\p{{Lu}}",
             rf"\b(?:from|by|for|to)\s+({_FULL_NAME})(?=\s*[;,:]|\.(?:\s|$)|\s+in\s+\p{{Lu}})",
         )
     )
@@ -241,15 +247,26 @@ def _stop_word(span: str) -> bool:
 
 
 def _organization(span: str) -> bool:
-    return span.split()[-1].lower() in _ORG_ENDINGS
+    """Whether the words of ``span`` name an organization ("Acme Logistics", "Banco do Brasil")."""
+    words = span.split()
+    return words[-1].lower() in _ORG_ENDINGS or (len(words) > 1 and words[0].lower() in _ORG_LEADING)
 
 
-#: Words that end an organization's name, never a person's.
+#: Words that end an organization's name (legal forms, and the nouns companies and
+#: institutions are named with), never a person's.
 _ORG_ENDINGS = _words(
-    "inc inc. corp corp. corporation co co. company llc llp ltd ltd. limited plc gmbh ag sa sas bv nv "
-    "group holdings bank airlines airways traders industries systems solutions technologies labs "
-    "partners associates foundation university college institute agency ministry department"
+    "inc inc. corp corp. corporation co co. company llc llp ltd ltd. limited plc gmbh ag kg sa sas sarl "
+    "bv b.v. nv n.v. s.a. s.l. spa s.p.a. "
+    "group holdings bank airlines airways traders importers exporters industries systems solutions "
+    "technologies labs laboratories partners associates foundation university college institute agency "
+    "ministry department works logistics motors foods pharma pharmaceuticals energy insurance software "
+    "consulting capital ventures investments securities media networks telecom communications enterprises "
+    "dynamics robotics analytics electronics manufacturing services healthcare hospital clinic toys games "
+    "studios entertainment retail stores markets brands trust council commission authority society "
+    "association federation organization organisation science sciences research"
 )
+#: Words that start an organization's name ("Deutsche Bahn", "Banco do Brasil", "the IRS").
+_ORG_LEADING = _words("the deutsche banco banque banca grupo groupe société compagnie first national royal")
 
 
 class NerPersonRecognizer(SpacyRecognizer):  # type: ignore[misc]
@@ -306,7 +323,10 @@ class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
     ``phonenumbers`` scans the whole text once per region; most of a prompt has no digits at
     all. A cheap pattern finds the stretches that could hold a number (seven digits or more,
     with the separators numbers are written with) and the matcher runs on those alone, with
-    a few characters of margin so its boundary checks see the same neighbours.
+    a few characters of margin so its boundary checks see the same neighbours. Regions are
+    tried in the policy's order until one's match covers every digit of the stretch (another
+    region could only find the same number again), and a stretch that a checksum-validating
+    recognizer already claimed (a card number, an IBAN) is not tried at all.
     """
 
     _CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
@@ -316,6 +336,14 @@ class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
         """Phone numbers in the digit-bearing windows of ``text``."""
+        return self.analyze_unclaimed(text, entities, ())
+
+    def analyze_unclaimed(
+        self, text: str, entities: list[str], claimed: Sequence[tuple[int, int]]
+    ) -> list[RecognizerResult]:
+        """Phone numbers in the digit-bearing windows of ``text`` outside the ``claimed`` spans."""
+        if "PHONE_NUMBER" not in entities:
+            return []
         results: list[RecognizerResult] = []
         for candidate in self._CANDIDATE.finditer(text):
             if sum(char.isdigit() for char in candidate.group()) < 7:
@@ -324,24 +352,34 @@ class WindowedPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
                 continue
             if candidate.start() > 0 and text[candidate.start() - 1].isalpha():
                 continue  # glued to letters: an identifier ("INC1234567"), not a number
+            if any(start <= candidate.start() and candidate.end() <= end for start, end in claimed):
+                continue
             start = max(0, candidate.start() - self._MARGIN)
             window = text[start : candidate.end() + self._MARGIN]
-            for found in self._numbers(window, entities):
+            for found in self._numbers(window, candidate.start() - start, candidate.end() - start):
                 found.start += start
                 found.end += start
                 results.append(found)
         return EntityRecognizer.remove_duplicates(results)  # type: ignore[no-any-return]
 
-    def _numbers(self, window: str, entities: list[str]) -> list[RecognizerResult]:
-        if window.lstrip(" \t(").startswith("+"):
-            # An international number parses the same in every region: try one.
-            regions = self.supported_regions
-            self.supported_regions = regions[:1]
-            try:
-                return list(super().analyze(window, entities, None))  # type: ignore[arg-type]
-            finally:
-                self.supported_regions = regions
-        return list(super().analyze(window, entities, None))  # type: ignore[arg-type]
+    def _numbers(self, window: str, first: int, last: int) -> list[RecognizerResult]:
+        """Matches in ``window`` whose digits run from ``first`` to ``last`` (exclusive)."""
+        # An international number parses the same in every region: try one.
+        regions = self.supported_regions[:1] if window.lstrip(" \t(").startswith("+") else self.supported_regions
+        while not window[first].isdigit():
+            first += 1
+        while not window[last - 1].isdigit():
+            last -= 1
+        leniency = phonenumbers.Leniency.VALID if self.leniency is None else self.leniency
+        results: list[RecognizerResult] = []
+        for region in regions:
+            covered = False
+            for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=leniency):
+                results.append(self._get_recognizer_result(match, window, region, None))
+                covered = covered or (match.start <= first and match.end >= last)
+            if covered:
+                break
+        return results
 
 
 def _phone_recognizer(policy: Policy) -> PhoneRecognizer:
@@ -366,6 +404,69 @@ def _custom(policy: Policy) -> Iterable[EntityRecognizer]:
         )
     for entity, values in policy.deny_list.items():
         yield PatternRecognizer(supported_entity=entity, name=f"DenyList[{entity}]", deny_list=values)
+
+
+_DIGIT = re.compile(r"\d")
+#: Recognizers (by name) that can only match a text containing one of these characters: a
+#: prompt without a digit skips every number recognizer, one without ``@`` the e-mail one.
+_GATES: dict[str, re.Pattern[str]] = {
+    **dict.fromkeys(
+        (
+            "PhoneRecognizer",
+            "PhoneShapeRecognizer",
+            "CardRecognizer",
+            "UsSsnRecognizer",
+            "UsItinRecognizer",
+            "UsPassportRecognizer",
+            "NhsRecognizer",
+            "UsBankRecognizer",
+            "IbanRecognizer",
+            "UkNinoRecognizer",
+            "StreetAddressRecognizer",
+            "AuAbnRecognizer",
+            "AuAcnRecognizer",
+            "AuTfnRecognizer",
+            "AuMedicareRecognizer",
+            "InPanRecognizer",
+            "InAadhaarRecognizer",
+            "InVehicleRegistrationRecognizer",
+            "InVoterRecognizer",
+            "InPassportRecognizer",
+            "SgFinRecognizer",
+            "EsNifRecognizer",
+            "EsNieRecognizer",
+            "ItFiscalCodeRecognizer",
+            "ItDriverLicenseRecognizer",
+            "ItVatCodeRecognizer",
+            "ItPassportRecognizer",
+            "ItIdentityCardRecognizer",
+            "PlPeselRecognizer",
+            "FiPersonalIdentityCodeRecognizer",
+            "UsLicenseRecognizer",
+            "AbaRoutingRecognizer",
+            "CaSinRecognizer",
+            "UsNpiRecognizer",
+            "PhTinRecognizer",
+            "PhUmidRecognizer",
+        ),
+        _DIGIT,
+    ),
+    "OfflineEmailRecognizer": re.compile("@"),
+    "IpRecognizer": re.compile(r"[\d:]"),
+}
+
+
+def gate_of(recognizer: EntityRecognizer) -> re.Pattern[str] | None:
+    """A pattern a text must contain for ``recognizer`` to find anything in it (``None``: no such test).
+
+    Only Presidio's and our own recognizers known to need a digit (or ``@``) have one; a
+    policy's custom recognizers and deny lists always run.
+    """
+    if type(recognizer).__module__.startswith(("presidio_analyzer", __name__)) and not isinstance(
+        recognizer, (SpacyRecognizer, PersonContextRecognizer)
+    ):
+        return _GATES.get(type(recognizer).__name__)
+    return None
 
 
 class UnsupportedEntity(ValueError):
@@ -435,3 +536,94 @@ def recognizers_for(policy: Policy) -> list[EntityRecognizer]:
             "(add a custom recognizer or a deny list for it, or allow it)"
         )
     return chosen
+
+
+#: Words just before a span that make it an organization or a place, not a person: a
+#: business role ("vendor Globex"), "at" ("works at Initech"), "the" ("the Rotterdam office"),
+#: company moves ("is leaving Initech", "moved to Initech"), trade ("charged by Initech",
+#: "an order from Initech").
+_ORG_BEFORE = re.compile(
+    r"(?:\b(?:vendor|supplier|carrier|manufacturer|provider|reseller|distributor|subsidiary|competitor|employer|"
+    r"insurer|lender|firm|company|agency|at|the|leaving|joined|joining|joins|moved\s+to|moving\s+to|"
+    r"works\s+for|worked\s+for|working\s+for|employed\s+by|hired\s+by|acquired\s+by|charged\s+by|"
+    r"billed\s+by|invoiced\s+by|(?:license|licence|order|invoice|subscription|contract|shipment|purchase|quote|"
+    r"delivery|parcel)s?\s+from)\s+)\Z",
+    re.IGNORECASE,
+)
+#: What follows an organization's name: a legal form ("Initech Ltd"), a possession only an
+#: organization has ("Initech's platform"), a part of an organization ("the Rotterdam office").
+_ORG_AFTER = re.compile(
+    r"(?:,?\s+(?:Inc|Ltd|LLC|LLP|PLC|Corp|GmbH|AG|KG|SA|SAS|SARL|BV|NV|B\.V|N\.V|S\.A|S\.L|SpA)\b"
+    r"|['’]s\s+(?:platform|API|website|web\s+site|app|portal|headquarters|HQ|CEO|CFO|CTO|board|shareholders|stock|"
+    r"shares|revenue|brand|servers?|data\s+cent(?:er|re)s?|tenant|subsidiar(?:y|ies)|customers|employees|"
+    r"offices?|branch(?:es)?|products?|services|stores?)\b"
+    r"|\s+(?:office|offices|branch|headquarters|HQ|subsidiary|platform|tenant|integration|instance|portal|"
+    r"console|servers|data\s+cent(?:er|re)|plant|factory|warehouse|campus)\b)"
+)
+_FROM_AFTER_NAME = re.compile(r"\s+from\s+\Z")
+_ADDRESS_TO_CITY = re.compile(r",\s*")
+#: A word inside a name span that is not part of the name ("Jira at Fabrikam").
+_CONNECTOR = regex.compile(rf"\s+(?!{_PARTICLE}\s)\p{{Ll}}[\p{{Ll}}-]*\s+")
+#: The recognizers whose PERSON spans :func:`refine_persons` judges (a deny list is the policy's word).
+_PERSON_SOURCES = frozenset({"SpacyRecognizer", "PersonContextRecognizer"})
+
+
+def refine_persons(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """``results`` without the PERSON spans that the words around them show to be something else.
+
+    A name span is first stripped of leading role words ("Vendor Globex" → "Globex"), cut at
+    a possessive ("Jane Roe's Zoom" → "Jane Roe") and split at
+    a lower-case word that is not a name particle ("Jira at Fabrikam" → "Jira", "Fabrikam");
+    each piece is then dropped when its own words name an organization, when the words
+    before or after it do (:data:`_ORG_BEFORE`, :data:`_ORG_AFTER`), when it follows a
+    person and "from" ("Jane Roe from Initech"), or when it is the single word after a
+    street address and a comma (the city of the address).
+    """
+    name_key = RecognizerResult.RECOGNIZER_NAME_KEY
+    persons = [
+        r
+        for r in results
+        if r.entity_type == "PERSON" and (r.recognition_metadata or {}).get(name_key) in _PERSON_SOURCES
+    ]
+    if not persons:
+        return results
+    chosen = {id(r) for r in persons}
+    kept = [r for r in results if id(r) not in chosen]
+    person_ends = {r.end for r in persons}
+    address_ends = {r.end for r in results if r.entity_type == "STREET_ADDRESS"}
+    for person in persons:
+        for start, end in _name_pieces(text, _skip_leading_role(text, person.start, person.end), person.end):
+            if not _names_something_else(text, start, end, person_ends, address_ends):
+                piece = copy.copy(person)
+                piece.start, piece.end = start, end
+                kept.append(piece)
+    return kept
+
+
+def _name_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    span = text[start:end]
+    possessive = regex.search(r"['’]s\b", span)
+    if possessive is not None and possessive.start() > 0:
+        span = span[: possessive.start()]
+    pieces, cursor = [], 0
+    for connector in _CONNECTOR.finditer(span):
+        pieces.append((start + cursor, start + connector.start()))
+        cursor = connector.end()
+    pieces.append((start + cursor, start + len(span.rstrip())))
+    # A piece is a name when one of its words is capitalized ("van Hemert" is; "at" is not).
+    return [(a, b) for a, b in pieces if any(word[:1].isupper() for word in text[a:b].split())]
+
+
+def _names_something_else(text: str, start: int, end: int, person_ends: set[int], address_ends: set[int]) -> bool:
+    span = text[start:end]
+    if _organization(span):
+        return True
+    before = text[max(0, start - 40) : start]
+    if _ORG_BEFORE.search(before) or _ORG_AFTER.match(text, end):
+        return True
+    after_name = _FROM_AFTER_NAME.search(before)
+    if after_name is not None and start - (len(before) - after_name.start()) in person_ends:
+        return True
+    return " " not in span and any(
+        end_ < start and _ADDRESS_TO_CITY.fullmatch(text, end_, start) for end_ in address_ends
+    )

@@ -170,8 +170,23 @@ class Redactor:
             policy: The request's policy (its entity types and ``output.introduced_pii``).
             by_placeholder: The request's map: its values are the caller's, not introduced.
         """
+        return self.scan_outputs([(text, policy, by_placeholder)])[0]
+
+    def scan_outputs(self, answers: Sequence[tuple[str, Policy, dict[str, str]]]) -> list[OutputScan]:
+        """:meth:`scan_output` for several answers with one pass of the NLP model over all of them.
+
+        Raises:
+            Exception: Whatever detection raises; nothing is returned for any answer then.
+        """
+        found = self._detector.detect_many([(text, policy) for text, policy, _ in answers])
+        return [
+            self._introduced(text, policy, by_placeholder, detections)
+            for (text, policy, by_placeholder), detections in zip(answers, found, strict=True)
+        ]
+
+    @staticmethod
+    def _introduced(text: str, policy: Policy, by_placeholder: dict[str, str], found: list[Detection]) -> OutputScan:
         known = set(values_of(by_placeholder))
-        found = self._detector.detect(text, policy)
         introduced = [
             Detection(d.entity_type, d.start, d.end, d.score, d.recognizer, REDACT)
             for d in found

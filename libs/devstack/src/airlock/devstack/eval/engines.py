@@ -54,12 +54,8 @@ def airlock_engine(model: str, *, batch: int = AIRLOCK_BATCH) -> Engine:
     return Engine("airlock", redact, redact_one)
 
 
-def presidio_defaults_engine(model: str) -> Engine:
-    """``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` per text, Presidio's defaults.
-
-    Raises:
-        RuntimeError: presidio-anonymizer is not installed (it is a dev requirement).
-    """
+def presidio_analyzer(model: str) -> Any:
+    """Presidio's ``AnalyzerEngine`` with its default configuration, ``model`` as the spaCy model, offline."""
     from importlib import resources
 
     import yaml
@@ -68,17 +64,26 @@ def presidio_defaults_engine(model: str) -> Engine:
 
     from airlock.redactor.recognizers import make_tldextract_offline
 
-    try:
-        from presidio_anonymizer import AnonymizerEngine
-    except ImportError as error:
-        raise RuntimeError("presidio-anonymizer is missing: run `make install` (it is a dev requirement)") from error
     make_tldextract_offline()
     configuration: dict[str, Any] = yaml.safe_load(
         resources.files("presidio_analyzer").joinpath("conf", "default.yaml").read_text()
     )
     for entry in configuration["models"]:
         entry["model_name"] = model
-    analyzer = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=configuration).create_engine())
+    return AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=configuration).create_engine())
+
+
+def presidio_defaults_engine(model: str) -> Engine:
+    """``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` per text, Presidio's defaults.
+
+    Raises:
+        RuntimeError: presidio-anonymizer is not installed (it is a dev requirement).
+    """
+    try:
+        from presidio_anonymizer import AnonymizerEngine
+    except ImportError as error:
+        raise RuntimeError("presidio-anonymizer is missing: run `make install` (it is a dev requirement)") from error
+    analyzer = presidio_analyzer(model)
     anonymizer = AnonymizerEngine()
 
     def redact_one(text: str) -> str:
