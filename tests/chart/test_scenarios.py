@@ -200,7 +200,7 @@ def test_config_files_roll_the_pods_through_checksums(scenario) -> None:
     for name, spec in pod_specs(objects):
         if not name.startswith("Deployment/"):
             continue
-        deployment = next(o for o in objects if f"Deployment/{o['metadata']['name']}" == name)
+        deployment = next(o for o in objects if f"{o['kind']}/{o['metadata']['name']}" == name)
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         for volume in spec["volumes"]:
             if "configMap" in volume or "secret" in volume:

@@ -12,9 +12,11 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from airlock.auditor.settings import AuditorSettings
+from airlock.core.anomaly import AnomalySettings
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import KafkaSettings, StageSettings, TopicSettings
 from airlock.core.stage import RecordProcessor, StageContext
+from airlock.core.telemetry import TelemetrySettings
 from airlock.core.topics import Topics
 from airlock.devstack.cli.ops import chart_topics_text
 from airlock.devstack.mesh import SERVICES as ENTRY_POINTS
@@ -194,6 +196,8 @@ def test_every_airlock_variable_is_one_the_services_read() -> None:
         RedactorSettings,
         LLMWorkerSettings,
         AuditorSettings,
+        AnomalySettings,
+        TelemetrySettings,
     ):
         known |= _env_names(cls)
     objects = render(SCENARIO["sasl-ssl"])

@@ -27,7 +27,7 @@ from airlock.redactor.detector import PiiDetector
 from airlock.redactor.handlers import RedactHandler, RestoreHandler
 from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Policy, PolicySet, default_policy, parse_policy
-from airlock.redactor.redaction import Redactor
+from airlock.redactor.redaction import OutputScan, Redactor
 from airlock.redactor.vault import open_map
 
 TOPICS = Topics("t.")
@@ -250,3 +250,45 @@ def test_unopenable_vault_fails_the_request_audited(redact: RedactHandler, redac
         State.FAILED,
         "default@1",
     )
+
+
+def _delivered(outcome: object) -> tuple[str, dict[str, object]]:
+    assert isinstance(outcome, Outcome)
+    reply = reply_adapter.validate_json(outcome.records[0].value)
+    assert isinstance(reply, CompletionReply)
+    return reply.content, dict(event(outcome).details.extra or {})
+
+
+def test_a_batch_of_answers_is_scanned_in_one_pass_with_the_same_results(
+    redact: RedactHandler, restore: RestoreHandler, redactor: Redactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = ["Ask <PERSON_1>, or write to pedro.alvarez@example.org.", "Done for <PERSON_1>.", "Call 415-555-0100."]
+    batch = [
+        completed(redact.handle(accepted(f"Who is Jane Roe number {n}?", offset=n)), answer)
+        for n, answer in enumerate(answers, start=1)
+    ]
+    alone = [_delivered(restore.handle(incoming)) for incoming in batch]
+    passes: list[int] = []
+    scan_outputs = redactor.scan_outputs
+
+    def counted(jobs: list[tuple[str, Policy, dict[str, str]]]) -> list[OutputScan]:
+        passes.append(len(jobs))
+        return scan_outputs(jobs)
+
+    monkeypatch.setattr(redactor, "scan_outputs", counted)
+
+    together = [_delivered(result) for result in restore.process_sync(batch)]
+
+    assert passes == [3], "one detection pass over the whole batch"
+    assert together == alone
+    assert together[0][1]["output_pii_found"] == 1
+
+
+def test_a_failing_batch_scan_falls_back_to_each_answer_alone(redact: RedactHandler, restore: RestoreHandler) -> None:
+    good = completed(redact.handle(accepted("Who is Jane Roe?", offset=1)), "Ask <PERSON_1>.")
+    bad = completed(redact.handle(accepted("Who is Jane Roe?", offset=2)), "[[boom]] <PERSON_1>")
+
+    first, second = restore.process_sync([good, bad])
+
+    assert _delivered(first)[0] == "Ask Jane Roe."
+    assert isinstance(second, RuntimeError), "the bad answer alone is retried"

@@ -35,6 +35,12 @@ Kafka and topic settings, telemetry, the hardened security contexts and the writ
 - name: {{ printf "AIRLOCK_TOPICS_%s" ($key | snakecase | upper) }}
   value: {{ $value | int64 | quote }}
 {{- end }}
+{{- range $key, $value := .ctx.Values.anomalies }}
+- name: {{ printf "AIRLOCK_ANOMALY_%s" ($key | snakecase | upper) }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+- name: AIRLOCK_TELEMETRY_MAX_LABEL_VALUES
+  value: {{ .ctx.Values.metrics.maxLabelValues | int64 | quote }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "airlock-%s" .component | quote }}
 {{- if .ctx.Values.global.otlp.endpoint }}

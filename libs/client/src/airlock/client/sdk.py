@@ -13,6 +13,9 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, TracerProvider
 from pydantic import ValidationError
 
 from airlock.client.credentials import ClientCredentials
@@ -28,6 +31,13 @@ from airlock.core.models import (
 )
 from airlock.core.settings import KafkaSettings
 from airlock.core.signing import request_key, request_partition
+from airlock.core.telemetry.tracing import (
+    MESSAGING_DESTINATION,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_PARTITION,
+    MESSAGING_SYSTEM,
+    trace_headers,
+)
 from airlock.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,11 @@ class AirlockClient:
     to the request partition its ``(client, request id)`` maps to, where ingest looks for
     replays and duplicates.
 
+    Each publish is a span (OpenTelemetry, kind producer) whose W3C ``traceparent`` goes out
+    in the record's headers: the request's trace starts here and every Airlock stage
+    continues it. Without a configured tracer provider no span is recorded and no header
+    is added (unless the caller's own span is current: its context is propagated).
+
     Args:
         kafka: Connection settings.
         client_id: This internal system's id; defaults to the credentials' client.
@@ -54,6 +69,7 @@ class AirlockClient:
         credentials: Signing key; by default read from the environment
             (:meth:`ClientCredentials.from_env`). Without credentials records go out unsigned
             and ingest refuses them.
+        tracer_provider: Where publish spans go; by default OpenTelemetry's global provider.
 
     Raises:
         ValueError: No client id, or credentials that belong to another client.
@@ -66,6 +82,7 @@ class AirlockClient:
         *,
         reply_to: str | None = None,
         credentials: ClientCredentials | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         credentials = credentials or ClientCredentials.from_env()
         if credentials is not None and client_id not in (None, credentials.client_id):
@@ -89,6 +106,9 @@ class AirlockClient:
         self._waiting: dict[str, asyncio.Future[CompletionReply | ErrorReply]] = {}
         self._early: dict[str, CompletionReply | ErrorReply] = {}
         self._mine: set[str] = set()
+        self._renewing = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+        self._tracer = trace.get_tracer("airlock.client", tracer_provider=tracer_provider)
 
     async def __aenter__(self) -> AirlockClient:
         await self.start()
@@ -219,10 +239,50 @@ class AirlockClient:
         if request_id and self._request_partitions:
             partition = request_partition(self.client_id, request_id, self._request_partitions)
         key = request_key(self.client_id, request_id) if request_id else None
-        await self._producer.send_and_wait(
-            self.topics.requests, value, key=key, headers=all_headers, partition=partition
-        )
+        attributes = {
+            MESSAGING_SYSTEM: "kafka",
+            MESSAGING_DESTINATION: self.topics.requests,
+            MESSAGING_OPERATION_TYPE: "send",
+            "airlock.request_id": request_id or "",
+            "airlock.client_id": self.client_id,
+        }
+        if partition is not None:
+            attributes[MESSAGING_PARTITION] = str(partition)
+        with self._tracer.start_as_current_span(
+            f"send {self.topics.requests}", kind=SpanKind.PRODUCER, attributes=attributes, record_exception=False
+        ):
+            if not any(name in h.TRACE_HEADERS for name, _ in all_headers):
+                all_headers += trace_headers()
+            await self._send(self.topics.requests, value, key=key, headers=all_headers, partition=partition)
         return request_id
+
+    async def _send(self, topic: str, value: bytes, **options: Any) -> None:
+        """Send one record and wait for the broker; after a sequence gap, with a new producer.
+
+        aiokafka's idempotent producer does not recover from a gap in its sequence numbers (a
+        batch lost while the broker restarted): the broker refuses every later record with
+        ``OutOfOrderSequenceNumber``, forever. It refused this record too, so a new producer
+        (a new producer id) sends it once more.
+        """
+        producer = self._producer
+        assert producer is not None, "start the client first"
+        try:
+            await producer.send_and_wait(topic, value, **options)
+        except OutOfOrderSequenceNumber:
+            await (await self._renewed(producer)).send_and_wait(topic, value, **options)
+
+    async def _renewed(self, failed: AIOKafkaProducer) -> AIOKafkaProducer:
+        async with self._renewing:
+            if self._producer is failed:
+                log.warning("the request producer lost its sequence (broker restart?); starting a new one")
+                replacement = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all")
+                await replacement.start()
+                self._producer = replacement
+                stopping = asyncio.create_task(_stop_quietly(failed))
+                self._retired.add(stopping)
+                stopping.add_done_callback(self._retired.discard)
+        assert self._producer is not None
+        return self._producer
 
     def expect(self, request_id: str) -> None:
         """Keep the reply to ``request_id``, a request published by other means than this client."""
@@ -252,6 +312,14 @@ class AirlockClient:
         """Publish ``request`` and wait for its reply."""
         await self.publish(request)
         return await self.wait(request.request_id, timeout)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    """Stop a producer that is being replaced (its pending records fail; their senders saw why)."""
+    try:
+        await asyncio.wait_for(producer.stop(), 30)
+    except (KafkaError, TimeoutError) as error:
+        log.debug("stopping a replaced producer: %s", error)
 
 
 def _body_request_id(value: bytes) -> str | None:

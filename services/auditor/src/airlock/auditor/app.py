@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from aiokafka import AIOKafkaProducer
 
 from airlock.auditor.chain import LedgerRecord
 from airlock.auditor.checkpointing import CheckpointPolicy, Notary, load_signing_keys
 from airlock.auditor.handlers import CHECKPOINT_TICK, SealHandler
+from airlock.auditor.observability import auditor_observer
 from airlock.auditor.reader import read_partition_tail
 from airlock.auditor.settings import AuditorSettings
 from airlock.auditor.ticker import CheckpointTicker
 from airlock.auditor.witness import Witness
 from airlock.core import headers as h
 from airlock.core import logs
+from airlock.core.admin import partition_counts
+from airlock.core.anomaly import AnomalySettings, AuditWatch
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
+from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 
 SERVICE = "auditor"
@@ -38,16 +43,41 @@ def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
     async def read_tail(partition: int, count: int) -> list[LedgerRecord]:
         return await read_partition_tail(settings.kafka, topics.ledger, partition, count)
 
+    # Rate floors scale with this replica's share of the audit partitions (known once assigned).
+    audit_partitions: list[int] = []
+
+    def share() -> float:
+        total = audit_partitions[0] if audit_partitions else 1
+        return min(1.0, max(1, len(owned())) / max(1, total))
+
+    watch = AuditWatch(load(AnomalySettings), share=share, remember=max(settings.dedupe_window, 1))
     handler = SealHandler(
-        context, read_tail, settings.dedupe_window, notary=Notary(keys, topics.ledger, witness), policy=policy
+        context,
+        read_tail,
+        settings.dedupe_window,
+        notary=Notary(keys, topics.ledger, witness),
+        policy=policy,
+        watch=watch,
     )
+    telemetry = Telemetry.from_env(SERVICE)
     runtime = StageRuntime(
         SERVICE,
         {topics.audit: handler},
         context=context,
         kafka=settings.kafka,
         settings=settings,
+        telemetry=telemetry,
     )
+    runtime.observe(auditor_observer(telemetry.metrics, topics))
+    if settings.witness_dir is not None:
+        directory = settings.witness_dir
+        runtime.readiness_check(
+            "witness", lambda: None if os.access(directory, os.W_OK) else "witness directory not writable"
+        )
+
+    async def count_audit_partitions() -> None:
+        counts = await partition_counts(settings.kafka, [topics.audit])
+        audit_partitions.append(max(1, counts.get(topics.audit, 1)))
 
     async def publish_keys() -> None:
         if witness is None:
@@ -87,6 +117,7 @@ def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
             await producer.stop()
 
     runtime.on_startup(publish_keys)
+    runtime.on_startup(count_audit_partitions)
     runtime.app.after_startup(start_ticker)
     runtime.app.on_shutdown(stop_ticker)
     return runtime

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from airlock.auditor.chain import ChainHead, LedgerRecord, format_time, parse_canonical
 from airlock.auditor.checkpointing import CheckpointPolicy, Notary
 from airlock.core import headers as h
+from airlock.core.anomaly import AuditWatch
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.models import AuditEvent, utcnow
 from airlock.core.stage import Incoming, Outcome, Outgoing, Result, StageContext
@@ -52,6 +53,8 @@ class SealHandler:
         notary: Signs and witnesses checkpoints.
         policy: When to checkpoint.
         clock: Monotonic seconds (tests pass their own).
+        watch: Judges the sealed events' rates per tenant; its anomaly notices join the
+            outcome of the event that revealed them (and come back through the audit topic).
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class SealHandler:
         notary: Notary,
         policy: CheckpointPolicy,
         clock: Callable[[], float] = time.monotonic,
+        watch: AuditWatch | None = None,
     ) -> None:
         self._context = context
+        self._watch = watch
         self._read_tail = read_tail
         self._window = dedupe_window
         self._notary = notary
@@ -166,6 +171,7 @@ class SealHandler:
         self._remember(chain, event.event_id)
         if chain.pending_since is None:
             chain.pending_since = self._clock()
+        notices = [a.notice(self._context) for a in self._watch.observe(event)] if self._watch is not None else []
         return Outcome(
             records=[
                 Outgoing(
@@ -174,7 +180,8 @@ class SealHandler:
                     key=event.airlock_id.encode(),
                     partition=incoming.partition,
                 )
-            ]
+            ],
+            events=notices,
         )
 
     def give_up(self, incoming: Incoming, error: BaseException) -> Outcome:

@@ -12,11 +12,13 @@ from airlock.core.admin import partition_counts
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import SettingsError, load
 from airlock.core.stage import StageContext
+from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 from airlock.ingest.clients import ClientRegistry
 from airlock.ingest.contract import contract
 from airlock.ingest.feeds import PartitionWatch, QuotaFeed, read_seen
 from airlock.ingest.handlers import IngestHandler
+from airlock.ingest.observability import ingest_observer
 from airlock.ingest.replay import SeenRecord
 from airlock.ingest.settings import IngestSettings
 
@@ -51,13 +53,18 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         quota=feed,
         partitions=lambda: watch.count,
     )
+    telemetry = Telemetry.from_env(SERVICE)
     runtime = StageRuntime(
         SERVICE,
         {topics.requests: handler},
         context=context,
         kafka=settings.kafka,
         settings=settings,
+        telemetry=telemetry,
     )
+    runtime.observe(ingest_observer(telemetry.metrics))
+    runtime.readiness_check("clients", lambda: None if registry.version else "clients file not loaded")
+    runtime.readiness_check("quota", lambda: None if feed.caught_up else "usage and admission topics not read up yet")
 
     async def start() -> None:
         registry.load()

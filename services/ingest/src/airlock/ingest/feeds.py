@@ -109,6 +109,11 @@ class QuotaFeed:
         if self._producer is not None:
             await self._producer.stop()
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the readers have caught up with what existed at start (readiness)."""
+        return self._ready.is_set()
+
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until the readers have caught up with what existed at start.
 

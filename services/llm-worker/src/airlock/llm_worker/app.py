@@ -7,9 +7,12 @@ from airlock.core.admin import partition_counts
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
+from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
+from airlock.llm_worker.observability import BreakerCollector, traced_call, worker_observer
+from airlock.llm_worker.router import Call
 from airlock.llm_worker.settings import LLMWorkerSettings
-from airlock.llm_worker.worker import build_worker, freeze_startup_heap
+from airlock.llm_worker.worker import build_worker, freeze_startup_heap, routing_table
 
 SERVICE = "llm-worker"
 
@@ -38,7 +41,12 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
     share = MembershipShare()
-    worker = build_worker(settings, context, share)
+    telemetry = Telemetry.from_env(SERVICE)
+
+    def trace_calls(call: Call) -> Call:
+        return traced_call(call, telemetry.tracer)
+
+    worker = build_worker(settings, context, share, wrap_call=trace_calls if telemetry.tracing else None)
     runtime = StageRuntime(
         SERVICE,
         {topics.redacted: worker.handler},
@@ -46,13 +54,20 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
         kafka=settings.kafka,
         settings=settings,
         max_in_flight=settings.max_concurrency * 2,
+        telemetry=telemetry,
     )
+    runtime.observe(worker_observer(telemetry.metrics))
+    targets = [target.name for target in routing_table(settings).targets()]
+    telemetry.metrics.register(BreakerCollector(worker.router, targets))
+    side_channels: list[bool] = []
+    runtime.readiness_check("side_channels", lambda: None if side_channels else "pacing and cache feeds starting")
 
     async def start_side_channels() -> None:
         counts = await partition_counts(settings.kafka, [topics.redacted])
         share.partitions = max(1, counts.get(topics.redacted, settings.topics.partitions))
         share.runtime = runtime
         await worker.start()
+        side_channels.append(True)
         freeze_startup_heap()
 
     runtime.on_startup(start_side_channels)

@@ -14,6 +14,7 @@ from airlock.core.lifecycle import State
 from airlock.core.models import AuditDetails, AuditScalar, Completion, Envelope, Usage, utcnow
 from airlock.core.pricing import PriceTable
 from airlock.core.stage import Incoming, Outcome, Outgoing, Result, StageContext, read_envelope
+from airlock.core.telemetry.tracing import record_scope
 from airlock.llm_worker.accounting import cost_of, usage_record
 from airlock.llm_worker.cache import CacheEntry, ResponseCache, cache_key
 from airlock.llm_worker.params import GovernedParams, govern
@@ -67,7 +68,12 @@ class CompletionHandler:
         Provider trouble never surfaces as an exception (that would make the runtime rewind
         and cancel the partition's other calls): it ends in a completion or an audited failure.
         """
-        return await asyncio.gather(*(self.handle(incoming) for incoming in batch), return_exceptions=True)
+        return await asyncio.gather(*(self._handle_scoped(incoming) for incoming in batch), return_exceptions=True)
+
+    async def _handle_scoped(self, incoming: Incoming) -> Outcome:
+        # Each record's own task: its log lines and model-call spans belong to it.
+        with record_scope(incoming, "complete"):
+            return await self.handle(incoming)
 
     async def handle(self, incoming: Incoming) -> Outcome:
         """Serve one redacted request."""

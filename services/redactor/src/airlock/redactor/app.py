@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from airlock.core import logs
+from airlock.core.anomaly import AnomalySettings
 from airlock.core.crypto import KeyRing, load_key_ring
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
+from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 from airlock.redactor.handlers import RedactHandler, RestoreHandler, detector_thread
+from airlock.redactor.observability import redactor_observer
 from airlock.redactor.redaction import build_redactor
 from airlock.redactor.settings import RedactorSettings
 
@@ -27,17 +32,40 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
     ring = vault_key_ring(settings)
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
+    telemetry = Telemetry.from_env(SERVICE)
+    anomalies = load(AnomalySettings)
     redactor = build_redactor(settings)
     detector = detector_thread()  # one spaCy, one thread, for both directions
-    redact = RedactHandler(context, redactor, ring, max_prompt_chars=settings.max_prompt_chars, executor=detector)
-    restore = RestoreHandler(context, ring, redactor, executor=detector)
-    return StageRuntime(
+    redact = RedactHandler(
+        context,
+        redactor,
+        ring,
+        max_prompt_chars=settings.max_prompt_chars,
+        executor=detector,
+        tracer=telemetry.tracer,
+        anomalies=anomalies,
+    )
+    restore = RestoreHandler(context, ring, redactor, executor=detector, tracer=telemetry.tracer, anomalies=anomalies)
+    runtime = StageRuntime(
         SERVICE,
         {topics.accepted: redact, topics.completions: restore},
         context=context,
         kafka=settings.kafka,
         settings=settings,
+        telemetry=telemetry,
     )
+    runtime.observe(redactor_observer(telemetry.metrics))
+    warmed: list[bool] = []
+
+    async def warm_up() -> None:
+        # The first detection builds the policy's analyzers; do it before taking traffic,
+        # on the detector thread, and report ready only after.
+        await asyncio.get_running_loop().run_in_executor(detector, redactor.redact, ["warm-up"])
+        warmed.append(True)
+
+    runtime.on_startup(warm_up)
+    runtime.readiness_check("engines", lambda: None if warmed else "PII detector warming up")
+    return runtime
 
 
 logs.configure(SERVICE)

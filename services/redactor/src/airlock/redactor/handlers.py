@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
+from opentelemetry.trace import NoOpTracer, Tracer
 
+from airlock.core.anomaly import AnomalySettings, injection_anomaly, output_anomalies
 from airlock.core.crypto import KeyRing, KeyRingError
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.lifecycle import State
@@ -30,9 +33,11 @@ from airlock.core.models import (
     utcnow,
 )
 from airlock.core.stage import Incoming, Outcome, Result, StageContext, read_envelope
+from airlock.core.telemetry.tracing import GEN_AI_RESPONSE_MODEL
+from airlock.redactor.observability import record_span, transition_of
 from airlock.redactor.placeholders import restore
 from airlock.redactor.policy import Policy
-from airlock.redactor.redaction import RedactionResult, Redactor
+from airlock.redactor.redaction import OutputScan, RedactionResult, Redactor
 from airlock.redactor.vault import open_map, seal_map
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,8 @@ class RedactHandler:
         ring: Seals placeholder maps.
         max_prompt_chars: Larger prompts fail with ``too_large`` (never partly analyzed).
         executor: The detector thread.
+        tracer: Records a ``redact`` span per request (no text in it).
+        anomalies: Adds a prompt-injection notice to the outcome of a prompt with indicators.
     """
 
     def __init__(
@@ -74,12 +81,16 @@ class RedactHandler:
         *,
         max_prompt_chars: int = 200_000,
         executor: ThreadPoolExecutor | None = None,
+        tracer: Tracer | None = None,
+        anomalies: AnomalySettings | None = None,
     ) -> None:
         self._context = context
         self._redactor = redactor
         self._ring = ring
         self._max_prompt_chars = max_prompt_chars
         self._executor = executor or detector_thread()
+        self._tracer = tracer or NoOpTracer()
+        self._anomalies = anomalies
 
     async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
         """Redact a partition's micro-batch on the detector thread."""
@@ -102,6 +113,7 @@ class RedactHandler:
                 envelope, policy = early
                 pending.append((index, incoming, envelope, policy))
         if pending:
+            started = time.time_ns()
             requests = [([m.content for m in envelope.request.messages], policy) for _, _, envelope, policy in pending]
             try:
                 redactions: list[RedactionResult | BaseException] = list(self._redactor.redact_many(requests))
@@ -113,10 +125,22 @@ class RedactHandler:
                     results[index] = redaction
                     continue
                 try:
-                    results[index] = self._outcome(incoming, envelope, redaction)
+                    results[index] = self._observed(
+                        incoming, envelope, self._outcome(incoming, envelope, redaction), started
+                    )
                 except Exception as error:
                     results[index] = error
         return [result if result is not None else RuntimeError("no result") for result in results]
+
+    def _observed(self, incoming: Incoming, envelope: Envelope, outcome: Outcome, started_ns: int) -> Outcome:
+        """Add the prompt-injection notice, if any, and record the ``redact`` span."""
+        transition = transition_of(outcome)
+        if transition is not None and self._anomalies is not None and self._anomalies.prompt_injection:
+            anomaly = injection_anomaly(envelope.request.messages, transition)
+            if anomaly is not None:
+                outcome.events.append(anomaly.notice(self._context))
+        record_span(self._tracer, incoming, "redact", outcome, started_ns, envelope.request.model)
+        return outcome
 
     def _redact_one(self, request: tuple[list[str], Policy]) -> RedactionResult:
         return self._redactor.redact_many([request])[0]
@@ -233,6 +257,8 @@ class RestoreHandler:
         redactor: Selects the request's policy and scans the answer for introduced PII.
         ring: Opens placeholder maps.
         executor: The detector thread (shared with :class:`RedactHandler`).
+        tracer: Records a ``restore`` span per answer (no text in it).
+        anomalies: Adds notices for answers with altered placeholders or introduced PII.
     """
 
     def __init__(
@@ -242,11 +268,15 @@ class RestoreHandler:
         redactor: Redactor,
         *,
         executor: ThreadPoolExecutor | None = None,
+        tracer: Tracer | None = None,
+        anomalies: AnomalySettings | None = None,
     ) -> None:
         self._context = context
         self._ring = ring
         self._redactor = redactor
         self._executor = executor or detector_thread()
+        self._tracer = tracer or NoOpTracer()
+        self._anomalies = anomalies
 
     async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
         """Restore a partition's micro-batch on the detector thread (the scan runs spaCy)."""
@@ -254,11 +284,61 @@ class RestoreHandler:
         return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
 
     def process_sync(self, batch: list[Incoming]) -> list[Result]:
-        """Restore each record; an exception stands in for a record's outcome (retry)."""
-        return [_attempt(functools.partial(self.handle, incoming)) for incoming in batch]
+        """Restore each record; an exception stands in for a record's outcome (retry).
 
-    def handle(self, incoming: Incoming) -> Outcome:
-        """Restore one completion and deliver it."""
+        The batch's output scans run first, as one pass of the NLP model over every answer
+        (scanning answers one at a time cost several times more CPU per answer: the answer
+        direction drained ~6× slower than the request direction). If that pass fails, each
+        record scans its own answer, so one bad text cannot fail its neighbours.
+        """
+        scans = self._scan_batch(batch)
+        return [_attempt(functools.partial(self.handle, incoming, scans.get(i))) for i, incoming in enumerate(batch)]
+
+    def _scan_batch(self, batch: list[Incoming]) -> dict[int, OutputScan]:
+        """Output scans of the batch's restorable answers by position (empty when it fails)."""
+        if len(batch) < 2:
+            return {}
+        answers: dict[int, tuple[str, Policy, dict[str, str]]] = {}
+        for index, incoming in enumerate(batch):
+            restored = _attempt(functools.partial(self._restored_answer, incoming))
+            if isinstance(restored, tuple):
+                answers[index] = restored
+        if not answers:
+            return {}
+        scans = _attempt(functools.partial(self._redactor.scan_outputs, list(answers.values())))
+        if isinstance(scans, BaseException):
+            log.warning("batched output scan failed (%s); scanning each answer alone", type(scans).__name__)
+            return {}
+        return dict(zip(answers, scans, strict=True))
+
+    def _restored_answer(self, incoming: Incoming) -> tuple[str, Policy, dict[str, str]] | None:
+        """The restored answer, its policy and map, as :meth:`_restore` computes them (``None``: not restorable)."""
+        envelope = read_envelope(incoming, State.COMPLETED)
+        if envelope.completion is None or envelope.vault is None:
+            return None
+        policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
+        mapping = open_map(self._ring, envelope.airlock_id, envelope.vault)
+        return restore(envelope.completion.content, mapping).text, policy, mapping
+
+    def handle(self, incoming: Incoming, scan: OutputScan | None = None) -> Outcome:
+        """Restore one completion and deliver it (with its span and any anomaly notices).
+
+        Args:
+            incoming: The completion record.
+            scan: Its answer's output scan when the batch already ran it.
+        """
+        started = time.time_ns()
+        outcome = self._restore(incoming, scan)
+        transition = transition_of(outcome)
+        watching = self._anomalies is not None and self._anomalies.output
+        if watching and transition is not None and transition.to_state is State.DELIVERED:
+            for anomaly in output_anomalies(transition.details.extra or {}, transition):
+                outcome.events.append(anomaly.notice(self._context))
+        model = transition.details.model if transition is not None else None
+        record_span(self._tracer, incoming, "restore", outcome, started, model, model_key=GEN_AI_RESPONSE_MODEL)
+        return outcome
+
+    def _restore(self, incoming: Incoming, scan: OutputScan | None = None) -> Outcome:
         context = self._context
         try:
             envelope = read_envelope(incoming, State.COMPLETED)
@@ -274,7 +354,8 @@ class RestoreHandler:
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
             return self._fail(incoming, envelope, policy, failure)
         restoration = restore(completion.content, mapping)
-        scan = self._redactor.scan_output(restoration.text, policy, mapping)
+        if scan is None:
+            scan = self._redactor.scan_output(restoration.text, policy, mapping)
         reply = CompletionReply(
             request_id=request.request_id,
             airlock_id=envelope.airlock_id,

@@ -1,0 +1,32 @@
+"""Ingest's own metrics, read from its committed audit events (never from request text)."""
+
+from __future__ import annotations
+
+from airlock.core.lifecycle import State
+from airlock.core.stage import Incoming, Outcome
+from airlock.core.telemetry.instruments import OutcomeObserver
+from airlock.core.telemetry.metrics import Metrics
+
+
+def ingest_observer(metrics: Metrics) -> OutcomeObserver:
+    """Counts ``airlock_ingest_refusals_total{code, authenticated}`` and ``…_accepted_total{tenant}``.
+
+    A refusal is authenticated when the REJECTED event names the signing client: those
+    callers hear the error; unauthenticated ones get DLQ and audit only.
+    """
+    refusals = metrics.counter(
+        "refusals",
+        "Requests refused by ingest, by error code and whether the sender was authenticated.",
+        ["code", "authenticated"],
+    )
+    accepted = metrics.counter("accepted", "Requests accepted by ingest, by tenant.", ["tenant"])
+
+    def observe(record: Incoming, outcome: Outcome) -> None:
+        for event in outcome.events:
+            if event.to_state is State.REJECTED:
+                code = event.details.error_code or "unknown"
+                refusals.labels(code, "true" if event.client_id else "false").inc()
+            elif event.to_state is State.ACCEPTED:
+                accepted.labels(metrics.tenant(event.tenant)).inc()
+
+    return observe
