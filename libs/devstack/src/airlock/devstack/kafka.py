@@ -244,17 +244,26 @@ class LocalKafka:
             time.sleep(0.3)
         raise RuntimeError(f"Kafka did not become ready on {self.bootstrap} within {timeout_s:.0f}s")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the broker: SIGTERM (controlled shutdown), SIGKILL if it lingers."""
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker: SIGTERM (controlled shutdown), SIGKILL if it lingers.
+
+        Returns:
+            Whether it shut down cleanly. A KRaft broker with clients mid-transaction can take
+            well over 30 s; killed instead, the single replica restarts from an unclean state,
+            where Kafka itself no longer vouches for what it acknowledged last.
+        """
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
-            return
+            return True
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            log.warning("Kafka did not stop within %.0fs of SIGTERM; killing it", timeout_s)
             process.kill()
             process.wait(10)
+            return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL the broker (fault tests)."""

@@ -252,7 +252,10 @@ def readiness(replica: ServiceProcess) -> dict[str, Any] | None:
 
 
 async def wait_ready(kafka: KafkaSettings, mesh: Mesh, timeout_s: float = 120.0) -> None:
-    """Wait until every replica is ready and each service's replicas cover all its partitions.
+    """Wait until every replica is ready and each service's replicas share all its partitions.
+
+    Shared means settled: each input partition owned by exactly one replica, and (while a
+    service has no more replicas than input partitions) every replica owning some.
 
     Raises:
         RuntimeError: A replica exited, or the services did not settle in time.
@@ -271,11 +274,19 @@ async def wait_ready(kafka: KafkaSettings, mesh: Mesh, timeout_s: float = 120.0)
             if not running or any(answer is None for answer in answers):
                 missing[service] = -1
                 continue
-            assigned = {tp for answer in answers if answer for tp in answer["assigned"]}
+            owned = [list(answer["assigned"]) if answer else [] for answer in answers]
+            assigned = {tp for tps in owned for tp in tps}
             wanted = {f"{topic}/{p}" for topic in inputs[service] for p in range(counts.get(topic, 0))}
-            if wanted - assigned:
+            # Settled, not mid-rebalance: every partition owned once, and while there are
+            # enough partitions to go round, no replica left without any.
+            claimed = sum(len(tps) for tps in owned)
+            idle = len(running) <= len(wanted) and any(not tps for tps in owned)
+            if wanted - assigned or claimed != len(assigned) or idle:
                 missing[service] = len(wanted - assigned)
         if not missing:
             return
         await asyncio.sleep(0.3)
-    raise RuntimeError(f"services not ready after {timeout_s:.0f}s (unassigned partitions, -1 = not ready): {missing}")
+    raise RuntimeError(
+        f"services not ready after {timeout_s:.0f}s "
+        f"(unassigned partitions; -1 = not ready, 0 = still rebalancing): {missing}"
+    )
