@@ -394,8 +394,11 @@ async def test_fleet_shares_a_targets_requests_per_minute(lab: Lab) -> None:
     assert len(arrivals) == 16
     # Unshared, two replicas at 60 rpm each would finish in about 6 s; shared takes about 13 s.
     assert arrivals[-1] - arrivals[0] >= 10.0
-    for start in arrivals:  # never more than 1/s (+ a burst of one per replica) in any 5 s window
-        assert sum(1 for t in arrivals if start <= t < start + 5.0) <= 5 + 2
+    # In any 10 s window a replica pacing at 30 rpm with a 1 s burst tolerance sends at most 6
+    # (slots 0, 1, 3, 5, 7, 9), plus one a stalled event loop sent late onto the next slot:
+    # 14 for the fleet. Two replicas pacing at 60 rpm each would send all 16.
+    for start in arrivals:
+        assert sum(1 for t in arrivals if start <= t < start + 10.0) <= 2 * (6 + 1)
 
 
 async def test_a_429_on_one_replica_pauses_the_target_for_the_whole_fleet(lab: Lab) -> None:
