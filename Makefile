@@ -12,7 +12,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install jars run test unit integration bench lint format constraints clean
+.PHONY: help install jars run test unit integration faults bench lint format constraints clean
 .PHONY: chart-test chart-topics images
 .PHONY: eval
 
@@ -42,8 +42,11 @@ unit: install ## Run the unit tests only (no network, no broker)
 integration: install ## Run the integration tests only (real broker, fake OpenAI, real Presidio)
 	$(BIN)/pytest tests/integration
 
-bench: install ## Benchmarks against the issue targets (prints a table; slow)
-	$(BIN)/airlock bench
+faults: install ## Run the fault suite only (kills services, scales, breaks the model, restarts the broker; prints the books)
+	$(BIN)/pytest -m faults tests/faults
+
+bench: install ## Benchmarks (~30 min): whole mesh, stages, LiteLLM side by side -> bench/results/<date>/ (BENCH_ARGS=--quick)
+	$(BIN)/airlock bench $(BENCH_ARGS)
 
 eval: install ## Redaction leakage and utility per entity type: Airlock vs plain Presidio (same model)
 	$(BIN)/python -m airlock.devstack.eval

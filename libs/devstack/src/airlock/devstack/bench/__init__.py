@@ -1,8 +1,11 @@
 """Benchmarks behind ``airlock bench`` / ``make bench``.
 
 Each suite is a module in this package with a ``run(options) -> list[Measurement]`` function,
-registered in :data:`SUITES`. Targets are checked here, by measuring, never by timed assertions
-in tests. Figures are reported as rates, ratios and percentiles from one run; the machine is
+registered in :data:`SUITES`. ``options``: ``quick`` (shorter runs), ``rates`` (offered loads
+for the load-driven suites, or ``None``) and ``run`` (the
+:class:`~airlock.devstack.bench.report.BenchRun` being written: a suite may leave structured
+data in ``run.data[<suite>]`` for the report). Targets are checked here, by measuring, never
+by timed assertions in tests. Figures are reported as rates, ratios and percentiles from one run; the machine is
 shared and noisy, so :func:`machine_note` is printed with every table.
 """
 
@@ -88,4 +91,7 @@ SUITES: dict[str, str] = {
     "audit": "airlock.devstack.bench.audit",
     "redactor": "airlock.devstack.bench.redactor",
     "llm-worker": "airlock.devstack.bench.llm_worker",
+    "e2e": "airlock.devstack.bench.e2e",
+    "stages": "airlock.devstack.bench.stages",
+    "litellm": "airlock.devstack.bench.peer",
 }
