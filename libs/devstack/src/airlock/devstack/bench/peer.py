@@ -55,6 +55,7 @@ from airlock.devstack.bench.watch import ProcessMonitor, per_service
 from airlock.devstack.eval.dataset import Sample
 from airlock.devstack.kafka import free_port
 from airlock.devstack.mesh import FakeOpenAIProcess
+from airlock.redactor import SINGLE_THREADED_MATH
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,8 @@ class PeerBench:
                 str(PRESIDIO_WORKERS),
             ],
             presidio_log,
+            # The same numeric threading as the redactor, so both run spaCy alike.
+            env={**os.environ, **SINGLE_THREADED_MATH},
         )
         base = f"http://127.0.0.1:{presidio_port}"
         config = self.state / "litellm.yaml"
