@@ -299,6 +299,20 @@ def test_every_file_variable_points_at_the_mounted_key() -> None:
     assert {v["name"] for v in plain["volumes"]} == {"tmp", "signing-keys"}
 
 
+def test_the_audit_replay_job_reads_the_auditors_witness_read_only() -> None:
+    # Without the witness a scheduled replay could not prove a truncated ledger tail.
+    [cron] = of_kind(render(SCENARIO["sasl-ssl"]), "CronJob")
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    witness = env_of(spec["containers"][0])["AIRLOCK_AUDITOR_WITNESS_DIR"]
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == witness)
+    assert mount["readOnly"] is True
+    claim = _volume_at(spec, witness)["persistentVolumeClaim"]
+    assert claim == {"claimName": "airlock-witness", "readOnly": True}
+    [plain] = of_kind(render(SCENARIO["defaults"]), "CronJob")
+    plain_spec = plain["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert "AIRLOCK_AUDITOR_WITNESS_DIR" not in env_of(plain_spec["containers"][0])
+
+
 def _volume_at(spec: dict[str, Any], path: str) -> dict[str, Any]:
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == path)
     return next(v for v in spec["volumes"] if v["name"] == mount["name"])

@@ -29,3 +29,18 @@ without a witness, and NOTES.txt says so.
 {{- end -}}
 {{- toYaml (dict "volumes" $volumes "mounts" $mounts) -}}
 {{- end -}}
+
+{{/*
+The witness for the audit-replay Job: the auditor's claim mounted read-only, and the variable
+`airlock audit replay` reads it from (checkpoints and the public keys published there).
+*/}}
+{{- define "airlock.auditReplay.witness" -}}
+{{- $witness := dict "env" list "volumes" list "mounts" list -}}
+{{- with .Values.auditor.witness.existingClaim -}}
+{{- $env := list (dict "name" "AIRLOCK_AUDITOR_WITNESS_DIR" "value" "/var/lib/airlock/witness") -}}
+{{- $volumes := list (dict "name" "witness" "persistentVolumeClaim" (dict "claimName" . "readOnly" true)) -}}
+{{- $mounts := list (dict "name" "witness" "mountPath" "/var/lib/airlock/witness" "readOnly" true) -}}
+{{- $witness = dict "env" $env "volumes" $volumes "mounts" $mounts -}}
+{{- end -}}
+{{- toYaml $witness -}}
+{{- end -}}

@@ -1,7 +1,7 @@
 {{/*
 Pods that run the `airlock` command line (image airlock/cli) with the services' Kafka wiring:
 the topic provisioning Job and the audit replay CronJob. Params: ctx, component, args,
-resources, serviceAccountName.
+resources, serviceAccountName, and optionally env, volumes, mounts (lists added to the common ones).
 */}}
 {{- define "airlock.lib.toolPodSpec" -}}
 serviceAccountName: {{ .serviceAccountName }}
@@ -16,6 +16,9 @@ containers:
       {{- toYaml .args | nindent 6 }}
     env:
       {{- include "airlock.lib.commonEnv" . | nindent 6 }}
+      {{- with .env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- with .resources }}
     resources:
       {{- toYaml . | nindent 6 }}
@@ -24,8 +27,14 @@ containers:
       {{- toYaml .ctx.Values.containerSecurityContext | nindent 6 }}
     volumeMounts:
       {{- include "airlock.lib.commonVolumeMounts" . | nindent 6 }}
+      {{- with .mounts }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
 volumes:
   {{- include "airlock.lib.commonVolumes" . | nindent 2 }}
+  {{- with .volumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{/* A ServiceAccount without API access for a tool pod. Params: ctx, component, annotations. */}}
