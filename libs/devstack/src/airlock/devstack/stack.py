@@ -209,10 +209,14 @@ class LocalStack:
         return AirlockClient(self.kafka_settings, client_id, reply_to=reply_to, credentials=self.credentials(client_id))
 
     def stop(self) -> None:
-        """Stop services, the fake server and the broker, in that order."""
-        if self.mesh is not None:
-            self.mesh.stop()
-        if self.fake is not None:
-            self.fake.stop()
-        if self.kafka is not None:
-            self.kafka.stop()
+        """Stop services, the fake server and the broker, in that order (each even if one before failed)."""
+        try:
+            if self.mesh is not None:
+                self.mesh.stop()
+        finally:
+            try:
+                if self.fake is not None:
+                    self.fake.stop()
+            finally:
+                if self.kafka is not None:
+                    self.kafka.stop()

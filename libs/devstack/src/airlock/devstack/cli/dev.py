@@ -107,6 +107,9 @@ def dev_up(
     except KeyboardInterrupt:
         typer.echo("\nstopping…")
     finally:
+        # A second Ctrl-C or SIGTERM while stopping must not abandon the broker or the fake.
+        stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         typer.echo("stopped")
 
