@@ -71,7 +71,10 @@ def dev_up(
         stopping = True
         raise KeyboardInterrupt
 
+    # Both explicitly: a process started in the background inherits SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt for it.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         started = time.monotonic()
         try:
@@ -109,7 +112,6 @@ def dev_up(
     finally:
         # A second Ctrl-C or SIGTERM while stopping must not abandon the broker or the fake.
         stopping = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         typer.echo("stopped")
 
