@@ -15,6 +15,8 @@ from airlock.auditor.observability import auditor_observer
 from airlock.core.lifecycle import State
 from airlock.core.models import AuditDetails, ChatMessage, Usage
 from airlock.core.stage import Incoming, Outcome, Outgoing, StageContext
+from airlock.core.telemetry import Telemetry
+from airlock.core.telemetry.instruments import StageInstruments
 from airlock.core.telemetry.metrics import OVERFLOW, UNKNOWN, BoundedLabel, Metrics, metric_name
 from airlock.core.topics import Topics
 from airlock.ingest.observability import ingest_observer
@@ -47,6 +49,8 @@ def test_asking_twice_for_a_family_returns_the_same_one() -> None:
     assert metrics.counter("x", "doc", ["a"]) is metrics.counter("x", "doc", ["a"])
     with pytest.raises(ValueError, match="already a Counter"):
         metrics.gauge("x", "doc")
+    with pytest.raises(ValueError, match="already registered with labels"):
+        metrics.counter("x", "another meaning", ["b"])
 
 
 def transition(target: State, **details: Any) -> Any:
@@ -95,7 +99,11 @@ def test_redactor_counts_entities_placeholders_and_pii_in_answers() -> None:
 
 
 def test_llm_worker_counts_tokens_cost_cache_hits_retries_and_calls_per_target() -> None:
-    metrics = Metrics("llm-worker", max_label_values=2)
+    telemetry = Telemetry("llm-worker", max_label_values=2)
+    StageInstruments(
+        telemetry, topics=TOPICS, group_id="airlock-llm-worker"
+    )  # the runtime's families, as in the service
+    metrics = telemetry.metrics
     observe = worker_observer(metrics)
     completed = transition(
         State.COMPLETED,
@@ -113,14 +121,14 @@ def test_llm_worker_counts_tokens_cost_cache_hits_retries_and_calls_per_target()
     assert value(metrics, "airlock_llm_worker_tokens_total", tenant="acme", model="gpt-4o-mini", type="output") == 30
     assert value(metrics, "airlock_llm_worker_cost_usd_total", tenant="acme", model="gpt-4o-mini") == 0.25
     assert value(metrics, "airlock_llm_worker_cache_hits_total", tenant="acme") == 1
-    assert value(metrics, "airlock_llm_worker_retries_total", model="gpt-4o-mini") == 2
-    assert value(metrics, "airlock_llm_worker_retries_total", model="gpt-4o") == 1
+    assert value(metrics, "airlock_llm_worker_model_retries_total", model="gpt-4o-mini") == 2
+    assert value(metrics, "airlock_llm_worker_model_retries_total", model="gpt-4o") == 1
     assert value(metrics, "airlock_llm_worker_target_attempts_total", target="primary", outcome="429") == 1
     assert value(metrics, "airlock_llm_worker_target_attempts_total", target="primary", outcome="open") == 1
     assert value(metrics, "airlock_llm_worker_target_attempts_total", target="backup", outcome="ok") == 1
     # Labels stay bounded: a third model folds into "other".
     observe(RECORD, Outcome(events=[transition(State.FAILED, model="invented-model", attempts=2)]))
-    assert value(metrics, "airlock_llm_worker_retries_total", model="other") == 1
+    assert value(metrics, "airlock_llm_worker_model_retries_total", model="other") == 1
 
 
 def test_invented_tenants_cannot_explode_the_series_and_nothing_is_lost() -> None:

@@ -119,7 +119,9 @@ def worker_observer(metrics: Metrics) -> OutcomeObserver:
     )
     cache_hits = metrics.counter("cache_hits", "Requests answered from the response cache, by tenant.", ["tenant"])
     retries = metrics.counter(
-        "retries", "Model calls beyond the first for one request (retries and fallbacks), by logical model.", ["model"]
+        "model_retries",
+        "Model calls beyond the first for one request (retries and fallbacks), by logical model.",
+        ["model"],
     )
     attempts = metrics.counter(
         "target_attempts",

@@ -140,6 +140,10 @@ class Metrics:
                 self._families[name] = found
             elif not isinstance(found, kind):
                 raise ValueError(f"{name} is already a {type(found).__name__}")
+            elif tuple(found._labelnames) != tuple(labels):
+                # Two owners of one name would silently share a family: the second one's
+                # samples would land under the first one's labels and meaning.
+                raise ValueError(f"{name} is already registered with labels {list(found._labelnames)}")
             return found
 
     def register(self, collector: Collector) -> None:
