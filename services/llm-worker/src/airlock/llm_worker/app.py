@@ -12,7 +12,7 @@ from airlock.core.topics import Topics
 from airlock.llm_worker.observability import BreakerCollector, traced_call, worker_observer
 from airlock.llm_worker.router import Call
 from airlock.llm_worker.settings import LLMWorkerSettings
-from airlock.llm_worker.worker import build_worker, freeze_startup_heap, routing_table
+from airlock.llm_worker.worker import build_worker, routing_table, tune_gc
 
 SERVICE = "llm-worker"
 
@@ -68,7 +68,7 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
         share.runtime = runtime
         await worker.start()
         side_channels.append(True)
-        freeze_startup_heap()
+        tune_gc()
 
     runtime.on_startup(start_side_channels)
     runtime.app.on_shutdown(worker.stop)
