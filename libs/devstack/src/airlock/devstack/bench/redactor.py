@@ -1,11 +1,12 @@
 """The redactor's speed against plain Presidio, on the same texts and the same spaCy model.
 
 Throughput per core: the process is pinned to one CPU while it measures (spaCy and numpy
-then cannot borrow the second core), both redactors see the same ~2,000-character prompts
-built from the labeled evaluation set, Airlock's in micro-batches as the consumer hands them
-over, Presidio's as a plain ``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` loop.
-Leakage is measured on those same prompts, so "faster" cannot come from finding less.
-Latency: one message at a time through Airlock's redactor, at 200, 2,000 and 20,000 characters.
+then cannot borrow the second core), both redactors see the same prompts built from the
+labeled evaluation set (single ~250-character prompts, ~2,000 and ~20,000 characters),
+Airlock's in micro-batches as the consumer hands them over, Presidio's as a plain
+``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` loop. Leakage is measured on
+those same prompts, so "faster" cannot come from finding less. Latency: one message at a
+time through Airlock's redactor, at 200, 2,000 and 20,000 characters.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _compare(ours: Engine, baseline: Engine, prompts: list[Sample], label: str, 
 
 
 def run(options: dict[str, Any]) -> list[Measurement]:
-    """Throughput ratios and leakage of both, on short and ~2,000-char prompts; latency percentiles."""
+    """Throughput ratios and leakage of both, on short, ~2,000- and ~20,000-char prompts; latency percentiles."""
     quick = bool(options.get("quick"))
     samples = generate(300 if quick else 1200, seed=3)
     rows: list[Measurement] = []
@@ -100,6 +101,8 @@ def run(options: dict[str, Any]) -> list[Measurement]:
         rows += _compare(ours, baseline, short, "single prompts (~250 chars)", pinning)
         long = compose(samples, 2_000)[: 12 if quick else 60]
         rows += _compare(ours, baseline, long, "~2,000-char prompts", pinning)
+        longest = compose(samples, 20_000)[: 2 if quick else 8]
+        rows += _compare(ours, baseline, longest, "~20,000-char prompts", pinning)
         for size, count in ((200, 40 if quick else 200), (2_000, 20 if quick else 100), (20_000, 4 if quick else 20)):
             messages = [p.text[:size] for p in compose(samples, size)][:count]
             while len(messages) < count:  # a small set: reuse prompts
