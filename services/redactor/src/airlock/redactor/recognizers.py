@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
 import inspect
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -224,20 +226,220 @@ class PersonContextRecognizer(LocalRecognizer):  # type: ignore[misc]
             first, last = regex.escape(match.group(1).capitalize()), regex.escape(match.group(2).capitalize())
             whole = regex.compile(rf"\b{first}(?:\s+{_NAME})?\s+{last}\b|\b{first}\b")
             spans.update(found.span() for found in whole.finditer(text))
-        return [
-            RecognizerResult(
-                "PERSON",
-                start,
-                end,
-                self.SCORE,
-                recognition_metadata={
-                    RecognizerResult.RECOGNIZER_NAME_KEY: "PersonContextRecognizer",
-                    RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-                },
-            )
-            for start, end in sorted(spans)
-            if not _stop_word(text[start:end]) and not _organization(text[start:end])
-        ]
+        return _person_results(
+            self,
+            [
+                span
+                for span in sorted(spans)
+                if not _stop_word(text[slice(*span)]) and not _organization(text[slice(*span)])
+            ],
+        )
+
+
+def _person_results(
+    recognizer: PersonContextRecognizer | GivenNameRecognizer, spans: Iterable[tuple[int, int]]
+) -> list[RecognizerResult]:
+    """PERSON results of ``recognizer`` (its ``SCORE``) for ``spans``."""
+    return [
+        RecognizerResult(
+            "PERSON",
+            start,
+            end,
+            recognizer.SCORE,
+            recognition_metadata={
+                RecognizerResult.RECOGNIZER_NAME_KEY: type(recognizer).__name__,
+                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: recognizer.id,
+            },
+        )
+        for start, end in spans
+    ]
+
+
+#: Given names that are as often a word, a month, a place, a nationality or a product as a
+#: person ("May", "Will", "Jordan", "Victoria", "German", "Julia"): the gazetteer leaves them to
+#: the NER model and the context patterns, which see more than the word itself.
+_AMBIGUOUS_GIVEN_NAMES = _words(
+    "january february march april may june july august september october november december "
+    "monday tuesday wednesday thursday friday saturday sunday "
+    "german english french spanish italian dutch polish portuguese irish danish swiss norman "
+    "paris london berlin jordan india china israel georgia virginia victoria florence adelaide austin "
+    "dallas houston chelsea madison sydney phoenix savannah aurora brooklyn lincoln washington jackson "
+    "orlando regina charlotte santiago lorraine kenya chad jersey vienna geneva milan sofia lima valencia "
+    "alexandria troy salem eugene denver tyrone carolina dakota montana nevada cuba peru sierra "
+    "will mark grace amber hope faith joy rose iris lily ivy jade ruby pearl crystal dawn summer autumn "
+    "winter river sky storm rain bill pat sue art bob rob jack frank earl guy max miles chase hunter "
+    "carter mason cash bishop king prince duke major sterling wade dean gene ray don victor sunny lane "
+    "glen dale page drew gray grey brook bay clay cliff rocky stone forest holly heather daisy violet "
+    "olive ginger candy honey precious destiny harmony melody patience charity trinity unity liberty "
+    "justice royal angel happy lucky silver star bella rich young long cloud price nova echo "
+    "julia ada alexa siri django watson mercedes chanel dell ford harley fedora claude sage "
+    "blue brown green white black bright blessed diamond delta alpha beta case chance comfort constant day "
+    "deep disney channel corona america africa asia europe france ireland italia argentina armenia chile brazil "
+    "bolivia colombia panama guinea niger mali togo oman qatar samoa tonga fiji malta cyprus lebanon syria "
+    "yemen nepal laos burma japan korea iran iraq egypt libya sudan ghana benin gabon zambia angola uganda "
+    "rwanda somalia eritrea austria belgium denmark england scotland wales poland romania hungary serbia "
+    "croatia bosnia albania macedonia bulgaria ukraine russia latvia lithuania estonia finland norway sweden "
+    "iceland holland germany spain portugal greece turkey canada mexico ecuador honduras belize jamaica haiti"
+)
+#: Letters that Unicode does not decompose into an ASCII letter and a mark.
+_FOLD = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ß": "ss", "æ": "ae", "Æ": "Ae"})
+
+
+def _folded(word: str) -> str:
+    """``word`` lower-cased, without diacritics ("Małgorzata" → "malgorzata")."""
+    if word.isascii():
+        return word.lower()
+    decomposed = unicodedata.normalize("NFKD", word.translate(_FOLD))
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).lower()
+
+
+@functools.cache
+def given_names() -> frozenset[str]:
+    """The given-name gazetteer (ASCII-folded, lower case), less stop words and ambiguous names.
+
+    ``data/given_names.txt`` holds the names seen in at least 10 of the sources of the
+    nomquamgender package's data (MIT licence; see the file's header), about 20,000 of them,
+    from every language that data covers.
+    """
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    text = importlib.resources.files("airlock.redactor").joinpath("data/given_names.txt").read_text("utf-8")
+    names = (line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return frozenset(name for name in names if name not in _AMBIGUOUS_GIVEN_NAMES and name not in STOP_WORDS)
+
+
+#: spaCy labels that make a single word something other than a person. Only dates: the small
+#: model calls an unfamiliar given name a place, a nationality or a company as often as not.
+_NOT_PERSON_LABELS = frozenset({"DATE", "TIME"})
+
+
+class GivenNameRecognizer(LocalRecognizer):  # type: ignore[misc]
+    """People the NER model does not know, found by a gazetteer of given names from many languages.
+
+    The small English model misses "Wojciech Zieliński" or "Sjoerd" in a list, a ``cc:`` line
+    or a signature. Here a capitalized word that is a known given name (compared without
+    diacritics) is a person when it is followed, on the same line, by a capitalized
+    surname (with "van der", "de"… between them): "Małgorzata Wróbel". A given name
+    alone is a person only where the words around it say so: a greeting, a thanks or a
+    role before it ("Hi Dagmar", "Grazie, Ilaria", "ask Krzysztof", "reviewer Thijs"), a
+    verb or a possessive after it ("Wiebke approved", "Sjoerd's laptop"), a line of its
+    own (a signature), a place in a list next to a person found so ("Thibault or Wiebke").
+
+    Names that are as often words, months, places or products are not in the gazetteer
+    (:data:`_AMBIGUOUS_GIVEN_NAMES`); a word the NER model labels a date on its own is not
+    taken; a name right after another capitalized word that is
+    not a greeting or a role ("Lockheed Martin") is taken only with a surname.
+    :func:`refine_persons` then applies the organization checks to what is found here.
+    """
+
+    SCORE = 0.6
+    _CANDIDATE = regex.compile(r"(?<![\p{L}\p{N}@._/-])(\p{Lu}\p{Ll}+)(?:-\p{Lu}\p{Ll}+)?(?![\p{L}\p{N}@])")
+    _SURNAME = regex.compile(rf"(?:[ \t]+{_PARTICLE}){{0,2}}[ \t]+{_NAME}(?![\p{{L}}\p{{N}}@])")
+    _CUE_BEFORE = regex.compile(
+        r"(?:\b(?:hi|hello|hey|dear|thanks|thank\s+you|thx|cheers|regards|greetings|welcome|morning|evening|"
+        r"hallo|liebe|lieber|danke|merci|bonjour|salut|grazie|ciao|gracias|hola|obrigad[oa]|ol[aá]|dzi[eę]kuj[eę]|"
+        r"cze[sś][cć]|hoi|dank\s+je|bedankt|namaste|"
+        r"cc|bcc|attn|attention|ping|ask|asked|tell|told|remind|thank|cc'd|loop\s+in|looped\s+in|spoke\s+with|"
+        r"talked\s+to|met\s+with|call|called|email|emailed|message|messaged|contact|contacted|with|from|by|per|"
+        r"owner|assignee|assigned\s+to|reviewer|approver|approved\s+by|requester|reporter|lead|manager|director|"
+        r"engineer|developer|analyst|admin|administrator|intern|colleague|teammate|consultant|architect|"
+        r"customer|client|user|employee|candidate|contractor|supervisor|coordinator|specialist|agent|"
+        r"mr|mrs|ms|mx|dr|prof|herr|frau|sr|sra|sig|signora|mme|mlle|m)\.?[,:]?[ \t]+)\Z",
+        regex.IGNORECASE,
+    )
+    _CUE_AFTER = regex.compile(
+        rf"(?:['’]s\b|,?[ \t]+(?:{_PERSON_VERBS}|will|has|had|is|was|and\s+I|mentioned|noted)\b)"
+    )
+    #: A name alone on its line (a signature, an addressee), or after the comma that closes a thanks.
+    _OWN_LINE = regex.compile(r"(?:^|\n)[ \t]*(?:[-*•–][ \t]*)?\Z")
+    _LINE_END = regex.compile(r"[ \t]*[,.!]?[ \t]*(?:\n|\Z)")
+    _LIST_GLUE = regex.compile(r"[ \t]*(?:,|;|/|&|\band\b|\bor\b|\bund\b|\bet\b|\be\b|\by\b|\bi\b)[ \t]*(?:and[ \t]+)?")
+    _LEFT_WINDOW = 40
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], name="GivenNameRecognizer")  # type: ignore[call-arg]
+
+    def load(self) -> None:
+        """Read the gazetteer now rather than on the first text."""
+        given_names()
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        """Spans of names found by the gazetteer and the words around them."""
+        if "PERSON" not in entities:
+            return []
+        names = given_names()
+        hits = [m for m in self._CANDIDATE.finditer(text) if _folded(m.group(1)) in names]
+        if not hits:
+            return []
+        not_person = _single_word_entities(nlp_artifacts)
+        spans: list[tuple[int, int]] = []
+        alone: list[tuple[int, int]] = []
+        for hit in hits:
+            start, end = hit.span()
+            if (start, end) in not_person:
+                continue
+            before = text[max(0, start - self._LEFT_WINDOW) : start]
+            surname = self._SURNAME.match(text, end)
+            if surname is not None and _folded(surname.group().split()[-1]) not in _AMBIGUOUS_GIVEN_NAMES:
+                if not self._after_other_capitalized(before) and not self._names_organization(text, surname.end()):
+                    spans.append((start, surname.end()))
+                continue
+            if (
+                self._CUE_BEFORE.search(before)
+                or self._CUE_AFTER.match(text, end)
+                or (self._OWN_LINE.search(before) and self._LINE_END.match(text, end))
+                or (before.rstrip().endswith(",") and self._LINE_END.match(text, end))
+            ):
+                spans.append((start, end))
+            else:
+                alone.append((start, end))
+        spans += self._listed_with(text, spans, alone)
+        return _person_results(self, sorted(spans))
+
+    _CAPITALIZED_RUN = regex.compile(r"(?:[ \t]+\p{Lu}[\p{L}.&'’-]*){1,2}")
+
+    def _names_organization(self, text: str, end: int) -> bool:
+        """Whether the capitalized words that go on from ``end`` end an organization's name ("Blue Yonder Airlines")."""
+        run = self._CAPITALIZED_RUN.match(text, end)
+        return run is not None and any(word.lower() in _ORG_ENDINGS for word in run.group().split())
+
+    def _after_other_capitalized(self, before: str) -> bool:
+        """Whether a capitalized word that is not a greeting, a title or a role ends ``before``."""
+        previous = regex.search(r"(\p{Lu}[\p{L}'’.-]*)[ \t]+\Z", before)
+        if previous is None or self._CUE_BEFORE.search(before):
+            return False
+        at_sentence_start = regex.search(r"(?:^|[.!?:;]\s+|\n[ \t]*(?:[-*•–][ \t]*)?)\Z", before[: previous.start()])
+        return at_sentence_start is None and _folded(previous.group(1)) not in given_names()
+
+    def _listed_with(
+        self, text: str, found: list[tuple[int, int]], alone: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The lone given names that share a list with a name found ("Thibault or Wiebke")."""
+        people = sorted(found)
+        added: list[tuple[int, int]] = []
+        changed = True
+        while changed and alone:
+            changed = False
+            for span in list(alone):
+                start, end = span
+                if any(
+                    self._LIST_GLUE.fullmatch(text, b_end, start) or self._LIST_GLUE.fullmatch(text, end, b_start)
+                    for b_start, b_end in people
+                    if b_end <= start or end <= b_start
+                ):
+                    alone.remove(span)
+                    people.append(span)
+                    added.append(span)
+                    changed = True
+        return added
+
+
+def _single_word_entities(nlp_artifacts: Any) -> set[tuple[int, int]]:
+    """Offsets of the one-word entities the NER model labelled as anything but a person."""
+    doc = getattr(nlp_artifacts, "tokens", None)
+    if doc is None or not hasattr(doc, "ents"):
+        return set()
+    return {(ent.start_char, ent.end_char) for ent in doc.ents if len(ent) == 1 and ent.label_ in _NOT_PERSON_LABELS}
 
 
 def _stop_word(span: str) -> bool:
@@ -463,7 +665,7 @@ def gate_of(recognizer: EntityRecognizer) -> re.Pattern[str] | None:
     policy's custom recognizers and deny lists always run.
     """
     if type(recognizer).__module__.startswith(("presidio_analyzer", __name__)) and not isinstance(
-        recognizer, (SpacyRecognizer, PersonContextRecognizer)
+        recognizer, (SpacyRecognizer, PersonContextRecognizer, GivenNameRecognizer)
     ):
         return _GATES.get(type(recognizer).__name__)
     return None
@@ -519,7 +721,7 @@ def recognizers_for(policy: Policy) -> list[EntityRecognizer]:
     if ner := [e for e in NER_TYPES if e in wanted]:
         chosen.append(NerPersonRecognizer(supported_entities=ner, name="SpacyRecognizer"))
     if "PERSON" in wanted:
-        chosen.append(PersonContextRecognizer())
+        chosen += [PersonContextRecognizer(), GivenNameRecognizer()]
     if "PHONE_NUMBER" in wanted:
         chosen += [_phone_recognizer(policy), PhoneShapeRecognizer()]
     catalogue = _catalogue()
@@ -565,7 +767,7 @@ _ADDRESS_TO_CITY = re.compile(r",\s*")
 #: A word inside a name span that is not part of the name ("Jira at Fabrikam").
 _CONNECTOR = regex.compile(rf"\s+(?!{_PARTICLE}\s)\p{{Ll}}[\p{{Ll}}-]*\s+")
 #: The recognizers whose PERSON spans :func:`refine_persons` judges (a deny list is the policy's word).
-_PERSON_SOURCES = frozenset({"SpacyRecognizer", "PersonContextRecognizer"})
+_PERSON_SOURCES = frozenset({"SpacyRecognizer", "PersonContextRecognizer", "GivenNameRecognizer"})
 
 
 def refine_persons(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
