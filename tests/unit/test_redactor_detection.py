@@ -270,7 +270,11 @@ def test_the_fast_path_finds_what_presidios_analyzer_engine_finds() -> None:
             allow_list=policy.allow_list,
             nlp_artifacts=detector._nlp_engine.artifacts(doc),
         )
-        reference = refine_persons(text, [r for r in reference if r.score >= policy.threshold(r.entity_type)])
+        reference = refine_persons(
+            text,
+            [r for r in reference if r.score >= policy.threshold(r.entity_type)],
+            detector._nlp_engine.artifacts(doc),
+        )
 
         def masked(results: list, text: str = text) -> set[int]:
             return {i for r in results for i in range(r.start, r.end) if text[i].isalnum()}

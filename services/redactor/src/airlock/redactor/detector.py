@@ -382,7 +382,7 @@ class PiiDetector:
             self._enhance(job, text, found, artifacts)
             results.extend(found)
         results = [r for r in results if r.score >= policy.threshold(r.entity_type)]
-        results = refine_persons(text, EntityRecognizer.remove_duplicates(results))
+        results = refine_persons(text, EntityRecognizer.remove_duplicates(results), artifacts)
         return [r for r in results if text[r.start : r.end] not in job.allow_list]
 
     def _enhance(

@@ -449,9 +449,53 @@ def _stop_word(span: str) -> bool:
 
 
 def _organization(span: str) -> bool:
-    """Whether the words of ``span`` name an organization ("Acme Logistics", "Banco do Brasil")."""
+    """Whether the words of ``span`` name an organization ("Acme Logistics", "Banco do Brasil", "Rossi S.p.A.")."""
     words = span.split()
-    return words[-1].lower() in _ORG_ENDINGS or (len(words) > 1 and words[0].lower() in _ORG_LEADING)
+    return (
+        words[-1].lower() in _ORG_ENDINGS
+        or (len(words) > 1 and words[0].lower() in _ORG_LEADING)
+        or _ENDS_WITH_LEGAL_FORM.search(span) is not None
+        or ("&" in span and _firm_of_partners(*span.split("&", 1)))
+    )
+
+
+#: Legal forms of companies in many jurisdictions, as they are written after the name
+#: ("Hoffmann GmbH", "Kowalski sp. z o.o.", "Virtanen Oy", "Halvorsen AS"). Case matters:
+#: "AS" and "SA" are legal forms, "as" and "Sa" are not.
+LEGAL_FORMS = _words(
+    # English-speaking countries
+    "Inc Inc. Incorporated Corp Corp. Corporation Co. Company LLC L.L.C. LLP LP L.P. Ltd Ltd. Limited PLC plc "
+    "PLLC P.C. Pty Pty. Pte Pte. Pvt Pvt. Bhd Sdn "
+    # German-speaking countries
+    "GmbH gGmbH mbH AG KG KGaA OHG GbR e.V. SE "
+    # French, Spanish, Italian, Portuguese
+    "SA S.A. SAS S.A.S. SASU SARL S.à.r.l. EURL SNC SCA SpA S.p.A. Srl S.r.l. SRL S.n.c. S.a.s. SL S.L. S.L.U. "
+    "S.A.U. SAC S.A.C. EIRL Lda Lda. Ltda Ltda. S/A EIRELI "
+    # Benelux, Nordics, Baltics
+    "BV B.V. NV N.V. VOF AB ASA AS A/S ApS I/S IVS Oy Oyj hf. ehf. OÜ UAB SIA "
+    # Central and Eastern Europe
+    "sp.j. sp.k. s.r.o. a.s. k.s. v.o.s. d.o.o. d.d. Kft. Zrt. Nyrt. EOOD OOD OOO ZAO PAO OAO A.Ş. "
+    # Asia
+    "K.K. G.K."
+) | {"sp. z o.o.", "Sp. z o.o.", "spol. s r.o.", "S.à r.l.", "S.A. de C.V.", "S. de R.L."}
+_LEGAL_FORM = "|".join(regex.escape(form) for form in sorted(LEGAL_FORMS, key=len, reverse=True))
+_ENDS_WITH_LEGAL_FORM = regex.compile(rf"(?<=\S)\s*,?\s+(?:{_LEGAL_FORM})\Z")
+#: The second half of a partnership's name: "& Sons", "& Co.", "& Partners".
+_PARTNERS = _words("co co. cie cie. son sons partner partners associates brothers bros bros. company")
+
+
+def _firm_of_partners(left: str, right: str) -> bool:
+    """Whether ``left`` & ``right`` is a firm ("Ernst & Young", "Garcia & Sons"), not two people ("Anna & Tom").
+
+    A side that is one word and not a given name is a surname or "Sons": people are listed
+    with their given names.
+    """
+    sides = [left.split(), right.split()]
+    if not all(sides):
+        return False
+    if sides[1][0].lower() in _PARTNERS:
+        return True
+    return any(len(side) == 1 and _folded(side[0]) not in given_names() for side in sides)
 
 
 #: Words that end an organization's name (legal forms, and the nouns companies and
@@ -749,37 +793,86 @@ _ORG_BEFORE = re.compile(
     r"insurer|lender|firm|company|agency|at|the|leaving|joined|joining|joins|moved\s+to|moving\s+to|"
     r"works\s+for|worked\s+for|working\s+for|employed\s+by|hired\s+by|acquired\s+by|charged\s+by|"
     r"billed\s+by|invoiced\s+by|(?:license|licence|order|invoice|subscription|contract|shipment|purchase|quote|"
-    r"delivery|parcel)s?\s+from)\s+)\Z",
+    r"delivery|parcel)s?(?:\s+(?:for|no\.?|number|\#))?(?:\s+\#?[\w/-]*\d[\w/-]*)?\s+from)\s+)\Z",
     re.IGNORECASE,
 )
 #: What follows an organization's name: a legal form ("Initech Ltd"), a possession only an
 #: organization has ("Initech's platform"), a part of an organization ("the Rotterdam office").
-_ORG_AFTER = re.compile(
-    r"(?:,?\s+(?:Inc|Ltd|LLC|LLP|PLC|Corp|GmbH|AG|KG|SA|SAS|SARL|BV|NV|B\.V|N\.V|S\.A|S\.L|SpA)\b"
+_ORG_AFTER = regex.compile(
+    rf"(?:,?\s+(?:{_LEGAL_FORM})(?![\p{{L}}\p{{N}}])"
+    r"|\s*&\s*(?:Co|Cie|Sons?|Partners?|Associates|Brothers|Bros)\b"
     r"|['’]s\s+(?:platform|API|website|web\s+site|app|portal|headquarters|HQ|CEO|CFO|CTO|board|shareholders|stock|"
     r"shares|revenue|brand|servers?|data\s+cent(?:er|re)s?|tenant|subsidiar(?:y|ies)|customers|employees|"
-    r"offices?|branch(?:es)?|products?|services|stores?)\b"
+    r"offices?|branch(?:es)?|products?|services|stores?|firmware|software|support|licen[cs]es?|pricing|"
+    r"terms|contracts?|invoices?|quotes?|offers?|proposals?|devices|laptops|plants?|factor(?:y|ies)|"
+    r"warehouses?|stores|outage|acquisition|merger|earnings|annual\s+report|auditors?)\b"
     r"|\s+(?:office|offices|branch|headquarters|HQ|subsidiary|platform|tenant|integration|instance|portal|"
-    r"console|servers|data\s+cent(?:er|re)|plant|factory|warehouse|campus)\b)"
+    r"console|servers|data\s+cent(?:er|re)|plant|factory|warehouse|campus"
+    # What software has: "the Jenkins pipeline", "Cassandra nodes", "Grafana dashboards".
+    r"|instances|server|cluster|clusters|pipelines?|dashboards?|plugins?|plug-ins?|connectors?|brokers?|nodes|"
+    r"jobs|deployments?|workspaces?|database|DB|API|APIs|SDK|subscription|topics?|consumers?|producers?|"
+    r"tokens|modules?|schema|repos?|repository|migration|upgrade|rollout|release|version|edition|"
+    r"environment|stack|tenants|integrations|licen[cs]es|seats)\b)"
 )
+#: Words just before a span that make it an organization or a product when the span is not a
+#: person's given name (and surname): the NER model alone is not enough to take "Hoffmann"
+#: in "partners Hoffmann" or "a proposal for Hoffmann" for a person.
+_ORG_BEFORE_UNLESS_GIVEN = re.compile(
+    r"(?:\b(?:partners|vendors|suppliers|carriers|manufacturers|providers|resellers|distributors|competitors|"
+    r"insurers|lenders|banks|auditors|brands|companies|firms|such\s+as|including|"
+    r"(?:tender|bid|RFP|RFQ|partnership)s?\s+(?:for|with|to)|"
+    r"(?:migrat(?:e|ed|es|ing|ion)|mov(?:e|ed|es|ing)|switch(?:ed|es|ing)?|upgrad(?:e|ed|es|ing)|port(?:ed|ing)?)"
+    r"(?:\s+\w+){0,3}?\s+(?:from|to|off)|"
+    r"(?:log(?:ged|ging|s)?|sign(?:ed|ing|s)?)\s+(?:in(?:to)?|on)(?:\s+to)?|"
+    r"deploy(?:ed|ing|s)?|install(?:ed|ing|s)?|configur(?:e|ed|es|ing)|restart(?:ed|ing|s)?|"
+    r"(?:runs?|running|hosted|built|deployed)\s+on|powered\s+by|integrat(?:e|ed|es|ing|ion)\s+with|"
+    r"replac(?:e|ed|es|ing)|via|using|into)[,:]?\s+)\Z",
+    re.IGNORECASE,
+)
+#: A title or a greeting right before a word: a person, even when the word also names a company ("Mr Dell").
+_PERSON_RIGHT_BEFORE = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sir|Madam|Herr|Frau|Mme|M|Sr|Sra|Hi|Hello|Hey|Dear|Thanks|Cheers|Regards)\.?,?\s+\Z"
+)
+#: What joins the items of a list ("Halvorsen, Lindqvist and Moreau").
+_LIST_GLUE = regex.compile(r"\s*(?:,|;|/|&|\band\b|\bor\b|\bnor\b)\s*(?:(?:and|or)\s+)?")
+#: What joins two products compared or replaced ("from Hudson to Jenkins", "Kafka vs. Pulsar").
+_PAIR_GLUE = regex.compile(r"\s*(?:,|;|/|&|\band\b|\bor\b|\bto\b|\binto\b|\bvs\b\.?|\bversus\b|\bwith\b)\s*")
 _FROM_AFTER_NAME = re.compile(r"\s+from\s+\Z")
 _ADDRESS_TO_CITY = re.compile(r",\s*")
 #: A word inside a name span that is not part of the name ("Jira at Fabrikam").
 _CONNECTOR = regex.compile(rf"\s+(?!{_PARTICLE}\s)\p{{Ll}}[\p{{Ll}}-]*\s+")
 #: The recognizers whose PERSON spans :func:`refine_persons` judges (a deny list is the policy's word).
 _PERSON_SOURCES = frozenset({"SpacyRecognizer", "PersonContextRecognizer", "GivenNameRecognizer"})
+#: spaCy labels for an organization or a product.
+_ORG_LABELS = frozenset({"ORG", "PRODUCT"})
 
 
-def refine_persons(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+@functools.cache
+def known_organizations() -> frozenset[str]:
+    """Well-known companies and products whose names look like people's (``data/known_organizations.txt``)."""
+    text = importlib.resources.files("airlock.redactor").joinpath("data/known_organizations.txt").read_text("utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: Any = None) -> list[RecognizerResult]:
     """``results`` without the PERSON spans that the words around them show to be something else.
 
     A name span is first stripped of leading role words ("Vendor Globex" → "Globex"), cut at
     a possessive ("Jane Roe's Zoom" → "Jane Roe") and split at
     a lower-case word that is not a name particle ("Jira at Fabrikam" → "Jira", "Fabrikam");
-    each piece is then dropped when its own words name an organization, when the words
-    before or after it do (:data:`_ORG_BEFORE`, :data:`_ORG_AFTER`), when it follows a
-    person and "from" ("Jane Roe from Initech"), or when it is the single word after a
-    street address and a comma (the city of the address).
+    each piece is then dropped when its own words name an organization (a legal form in any
+    of many languages, "& Sons"), when the words before or after it do (:data:`_ORG_BEFORE`,
+    :data:`_ORG_AFTER`), when it follows a person and "from" ("Jane Roe from Initech"), or
+    when it is the single word after a street address and a comma (the city of the address).
+
+    Weaker cues (:data:`_ORG_BEFORE_UNLESS_GIVEN`: "partners Hoffmann", "migrate to
+    Hoffmann"; never words that as often precede a person: "escalate to", "offer to", "contract
+    with"; a place in a list next to an organization: "Moreau SA and Jansen") drop a piece
+    only when it does not start with a known given name, or when the NER model (through
+    ``nlp_artifacts``) labels it an organization or a product. A piece that is a well-known
+    company or product (:func:`known_organizations`: "Morgan Stanley", "Bosch", "Jenkins") is
+    dropped unless a title or a greeting is right before it; one that is also a given name
+    ("Cassandra", "Hudson") only with a cue, or next to another product ("from Hudson to Jenkins").
     """
     name_key = RecognizerResult.RECOGNIZER_NAME_KEY
     persons = [
@@ -793,13 +886,73 @@ def refine_persons(text: str, results: list[RecognizerResult]) -> list[Recognize
     kept = [r for r in results if id(r) not in chosen]
     person_ends = {r.end for r in persons}
     address_ends = {r.end for r in results if r.entity_type == "STREET_ADDRESS"}
+    labelled_org = _labelled_spans(nlp_artifacts, _ORG_LABELS)
+    # Spans a cue (a greeting, a role, a verb) found: a person, not a company named after one.
+    cued = {(r.start, r.end) for r in persons if r.recognition_metadata[name_key] != "SpacyRecognizer"}
+    organizations: list[tuple[int, int]] = []
+    undecided: list[tuple[RecognizerResult, int, int, bool]] = []
     for person in persons:
         for start, end in _name_pieces(text, _skip_leading_role(text, person.start, person.end), person.end):
-            if not _names_something_else(text, start, end, person_ends, address_ends):
-                piece = copy.copy(person)
-                piece.start, piece.end = start, end
-                kept.append(piece)
+            if _names_something_else(text, start, end, person_ends, address_ends):
+                organizations.append((start, end))
+                continue
+            span = text[start:end]
+            given = _folded(span.split()[0]) in given_names()
+            known = span in known_organizations()
+            if known and not (given and " " not in span):
+                # "Morgan Stanley" is a bank; "Cassandra" alone may be a person (below).
+                if _PERSON_RIGHT_BEFORE.search(text, max(0, start - 12), start):
+                    _keep_piece(kept, person, start, end)
+                else:
+                    organizations.append((start, end))
+                continue
+            # Weak cues decide for a single word that is not a given name ("Hoffmann"), a known
+            # product that is also one ("Cassandra"), or what the model calls an organization.
+            weak = known or (not given and (" " not in span or _inside(start, end, labelled_org)))
+            if weak and _ORG_BEFORE_UNLESS_GIVEN.search(text[max(0, start - 60) : start]):
+                organizations.append((start, end))
+                continue
+            if weak or (" " not in span and (start, end) not in cued):
+                undecided.append((person, start, end, known))
+                continue
+            _keep_piece(kept, person, start, end)
+    # A piece listed with an organization is one too ("Moreau SA, Jansen and Kowalski"), and a
+    # product that is also a given name is one next to another product ("from Hudson to Jenkins").
+    changed = True
+    while changed:
+        changed = False
+        for item in list(undecided):
+            _, start, end, ambiguous = item
+            glue = _PAIR_GLUE if ambiguous else _LIST_GLUE
+            if any(
+                glue.fullmatch(text, org_end, start) or glue.fullmatch(text, end, org_start)
+                for org_start, org_end in organizations
+                if org_end <= start or end <= org_start
+            ):
+                undecided.remove(item)
+                organizations.append((start, end))
+                changed = True
+    for person, start, end, _ in undecided:
+        _keep_piece(kept, person, start, end)
     return kept
+
+
+def _keep_piece(kept: list[RecognizerResult], person: RecognizerResult, start: int, end: int) -> None:
+    piece = copy.copy(person)
+    piece.start, piece.end = start, end
+    kept.append(piece)
+
+
+def _labelled_spans(nlp_artifacts: Any, labels: frozenset[str]) -> list[tuple[int, int]]:
+    """Offsets of the entities the NER model gave one of ``labels``."""
+    doc = getattr(nlp_artifacts, "tokens", None)
+    if doc is None or not hasattr(doc, "ents"):
+        return []
+    return [(ent.start_char, ent.end_char) for ent in doc.ents if ent.label_ in labels]
+
+
+def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
+    return any(outer_start <= start and end <= outer_end for outer_start, outer_end in spans)
 
 
 def _name_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -816,6 +969,11 @@ def _name_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pieces if any(word[:1].isupper() for word in text[a:b].split())]
 
 
+#: A capitalized word and "&" just before a name ("Ernst & Young"), or "&" and a word after it.
+_AMPERSAND_BEFORE = regex.compile(r"(\p{Lu}[\p{L}'’.-]*)\s*&\s*\Z")
+_AMPERSAND_AFTER = regex.compile(r"\s*&\s*(\p{Lu}[\p{L}'’.-]*)")
+
+
 def _names_something_else(text: str, start: int, end: int, person_ends: set[int], address_ends: set[int]) -> bool:
     span = text[start:end]
     if _organization(span):
@@ -823,6 +981,10 @@ def _names_something_else(text: str, start: int, end: int, person_ends: set[int]
     before = text[max(0, start - 40) : start]
     if _ORG_BEFORE.search(before) or _ORG_AFTER.match(text, end):
         return True
+    if " " not in span:
+        left, right = _AMPERSAND_BEFORE.search(before), _AMPERSAND_AFTER.match(text, end)
+        if (left and _firm_of_partners(left.group(1), span)) or (right and _firm_of_partners(span, right.group(1))):
+            return True
     after_name = _FROM_AFTER_NAME.search(before)
     if after_name is not None and start - (len(before) - after_name.start()) in person_ends:
         return True
