@@ -29,6 +29,7 @@ from airlock.core.models import (
     LLMRequest,
     reply_adapter,
 )
+from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 from airlock.core.signing import request_key, request_partition
 from airlock.core.telemetry.tracing import (
@@ -123,9 +124,7 @@ class AirlockClient:
         """Connect, and start listening for replies from the current end of the reply topic."""
         self._producer = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all")
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            **self._kafka.client_args(), enable_auto_commit=False, isolation_level="read_committed"
-        )
+        self._consumer = committed_reader(self._kafka)
         await self._consumer.start()
         counts = await partition_counts(self._kafka, [self.reply_to, self.topics.requests])
         count = counts.get(self.reply_to, 0)

@@ -7,16 +7,12 @@ from pydantic import ValidationError
 
 from airlock.auditor.chain import LedgerRecord
 from airlock.core.admin import partition_counts
+from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 
 
 async def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        **kafka.client_args(),
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
+    consumer = committed_reader(kafka, auto_offset_reset="earliest")
     await consumer.start()
     return consumer
 

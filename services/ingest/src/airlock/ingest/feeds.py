@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from airlock.core.admin import partition_counts
 from airlock.core.models import UsageRecord
+from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 from airlock.core.topics import Topics
 from airlock.ingest.quota import Admission, AdmissionIntent, RateArbiter, UsageBook, month_start
@@ -39,13 +40,7 @@ class FeedUnavailable(RuntimeError):
 
 
 def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **kafka.client_args(),
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-    )
+    return committed_reader(kafka, auto_offset_reset="earliest", fetch_max_wait_ms=100)
 
 
 async def _seek_since(consumer: AIOKafkaConsumer, since_ms: dict[TopicPartition, int]) -> None:

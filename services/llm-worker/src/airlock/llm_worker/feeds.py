@@ -10,17 +10,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from airlock.core.admin import partition_counts
 from airlock.core.models import utcnow
+from airlock.core.reading import OnBatch, TopicReader, from_beginning
 from airlock.core.settings import KafkaSettings
 from airlock.llm_worker.cache import CacheEntry, ResponseCache
 from airlock.llm_worker.pacing import Pacer, PacingSignal
@@ -31,55 +30,17 @@ log = logging.getLogger("airlock.llm_worker.feeds")
 PACING_LOOKBACK = 200
 
 
-class _TopicReader:
-    """Reads every partition of one topic (no consumer group) and hands records to ``apply``."""
+def _applying(topic: str, apply: Callable[[ConsumerRecord], None]) -> OnBatch:
+    """Hands each record to ``apply``; an unreadable one is logged and skipped (the feed goes on)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, apply: Callable[[ConsumerRecord], None]) -> None:
-        self._kafka = kafka
-        self._topic = topic
-        self._apply = apply
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, position: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]]) -> None:
-        count = (await partition_counts(self._kafka, [self._topic])).get(self._topic, 0)
-        if count < 1:
-            raise RuntimeError(f"topic {self._topic} does not exist: run `airlock topics provision`")
-        consumer = AIOKafkaConsumer(
-            **self._kafka.client_args(),
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-        )
-        await consumer.start()
-        tps = [TopicPartition(self._topic, p) for p in range(count)]
-        consumer.assign(tps)
-        await position(consumer, tps)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._run(consumer))
-
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
+    def on_batch(_: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for record in records:
             try:
-                batches = await consumer.getmany(timeout_ms=500)
-            except KafkaError as error:
-                log.warning("reading %s failed (%s); retrying", self._topic, error)
-                await asyncio.sleep(1.0)
-                continue
-            for records in batches.values():
-                for record in records:
-                    try:
-                        self._apply(record)
-                    except (ValidationError, ValueError) as error:
-                        log.warning("ignoring unreadable record on %s: %s", self._topic, type(error).__name__)
+                apply(record)
+            except (ValidationError, ValueError) as error:
+                log.warning("ignoring unreadable record on %s: %s", topic, type(error).__name__)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+    return on_batch
 
 
 class CacheFeed:
@@ -93,7 +54,7 @@ class CacheFeed:
 
     def __init__(self, kafka: KafkaSettings, topic: str, cache: ResponseCache) -> None:
         self._cache = cache
-        self._reader = _TopicReader(kafka, topic, self._apply)
+        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply))
 
     def _apply(self, record: ConsumerRecord) -> None:
         if record.value is None:
@@ -104,10 +65,6 @@ class CacheFeed:
 
     async def start(self) -> None:
         """Read the topic from the beginning, then keep following it."""
-
-        async def from_beginning(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
-            await consumer.seek_to_beginning(*tps)
-
         await self._reader.start(from_beginning)
 
     async def stop(self) -> None:
@@ -130,7 +87,7 @@ class PacingFeed:
         self._pacer = pacer
         self._producer: AIOKafkaProducer | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._reader = _TopicReader(kafka, topic, self._apply)
+        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply))
 
     def _apply(self, record: ConsumerRecord) -> None:
         if record.value is not None:

@@ -31,7 +31,6 @@ What is measured, precisely:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from airlock.core import headers as h
 from airlock.core.admin import provision
@@ -57,6 +56,7 @@ from airlock.core.stage import Incoming, StageContext
 from airlock.core.topics import Topics
 from airlock.devstack.bench import Measurement, load
 from airlock.devstack.bench.load import percentile
+from airlock.devstack.bench.watch import TopicFollower
 from airlock.devstack.kafka import LocalKafka, free_port
 from airlock.devstack.mesh import FakeOpenAIProcess, Mesh, wait_ready
 
@@ -230,33 +230,12 @@ class _CompletionWatch:
     """Follows the completions topic and notes when each Airlock id became visible."""
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
-        self._kafka = kafka
-        self._topic = topic
         self.seen: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self.follower = TopicFollower(kafka, [topic], self._note, fetch_max_wait_ms=10)
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            **self._kafka.client_args(),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=10,
-        )
-        await self._consumer.start()
-        tps = [TopicPartition(self._topic, p) for p in range(PARTITIONS)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run(self._consumer))
-
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=50, max_records=5000)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    airlock_id = dict(record.headers or ()).get(h.AIRLOCK_ID, b"").decode()
-                    self.seen.setdefault(airlock_id, now)
+    def _note(self, record: ConsumerRecord) -> None:
+        airlock_id = dict(record.headers or ()).get(h.AIRLOCK_ID, b"").decode()
+        self.seen.setdefault(airlock_id, time.perf_counter())
 
     async def wait_for(self, ids: Sequence[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -265,14 +244,6 @@ class _CompletionWatch:
                 missing = sum(1 for i in ids if i not in self.seen)
                 raise RuntimeError(f"{missing} completions missing after {timeout_s:.0f}s")
             await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
 
 
 async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seconds: float) -> list[Measurement]:
@@ -289,7 +260,7 @@ async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seco
         try:
             preloaded = [envelope(i, topics.responses) for i in range(preload)]
             await _publish(producer, topics.redacted, preloaded)
-            await watch.start()
+            await watch.follower.start()
             mesh = Mesh(
                 {
                     "AIRLOCK_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -328,7 +299,7 @@ async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seco
             await watch.wait_for([e.airlock_id for e in live], timeout_s=120)
             latencies = [(watch.seen[i] - sent_at[i]) * 1000 - MODEL_LATENCY_MS for i in sent_at]
         finally:
-            await watch.stop()
+            await watch.follower.stop()
             await producer.stop()
     finally:
         if mesh is not None:

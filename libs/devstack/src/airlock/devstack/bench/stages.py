@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from airlock.core.admin import partition_counts
+from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 from airlock.devstack.bench import Measurement
 from airlock.devstack.bench.e2e import MODEL, PARAMS, TENANT, prompts
@@ -91,7 +92,7 @@ def drain_rate(times: Sequence[float]) -> float:
 async def copy_topic(kafka: KafkaSettings, source: str, target: str) -> int:
     """Copy every committed record of ``source`` to the same partition of ``target``; return the count."""
     counts = await partition_counts(kafka, [source])
-    consumer = AIOKafkaConsumer(**kafka.client_args(), isolation_level="read_committed", enable_auto_commit=False)
+    consumer = committed_reader(kafka)
     producer = AIOKafkaProducer(**kafka.client_args(), acks="all", linger_ms=5, max_batch_size=1_048_576)
     await consumer.start()
     await producer.start()

@@ -22,10 +22,11 @@ from datetime import datetime
 from typing import Any
 
 import psutil
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
-from airlock.core.admin import partition_counts
+from airlock.core import reading
 from airlock.core.lifecycle import TERMINAL
+from airlock.core.reading import TopicReader
 from airlock.core.settings import KafkaSettings
 
 
@@ -36,6 +37,8 @@ class TopicFollower:
         kafka: Connection settings.
         topics: Topics to follow.
         on_record: Called with each record (in the follower's task).
+        fetch_max_wait_ms: How long the broker may hold a fetch with nothing new (the
+            follower's own latency).
     """
 
     def __init__(
@@ -43,45 +46,32 @@ class TopicFollower:
         kafka: KafkaSettings,
         topics: Iterable[str],
         on_record: Callable[[ConsumerRecord], None] | None = None,
+        *,
+        fetch_max_wait_ms: int = 20,
     ) -> None:
-        self._kafka = kafka
         self.topics = list(topics)
         self._on_record = on_record
         #: Topic → the ``time.perf_counter()`` at which each of its records was read.
         self.seen: dict[str, list[float]] = {topic: [] for topic in self.topics}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._reader = TopicReader(
+            kafka,
+            self.topics,
+            self._read,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            poll_timeout_ms=100,
+            max_records=10_000,
+        )
 
     async def start(self, *, from_end: bool = False) -> TopicFollower:
         """Assign every partition and start reading from the beginning (or only what comes next)."""
-        counts = await partition_counts(self._kafka, self.topics)
-        self._consumer = AIOKafkaConsumer(
-            **self._kafka.client_args(),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=20,
-        )
-        await self._consumer.start()
-        tps = [TopicPartition(topic, p) for topic in self.topics for p in range(counts.get(topic, 0))]
-        self._consumer.assign(tps)
-        if from_end:
-            await self._consumer.seek_to_end(*tps)
-            for tp in tps:
-                await self._consumer.position(tp)  # resolve now: nothing written later is missed
-        else:
-            await self._consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run(self._consumer))
+        await self._reader.start(reading.from_end if from_end else reading.from_beginning)
         return self
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
-            now = time.perf_counter()
-            for tp, records in batches.items():
-                self.seen[tp.topic].extend([now] * len(records))
-                if self._on_record is not None:
-                    for record in records:
-                        self._on_record(record)
+    def _read(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        self.seen[tp.topic].extend([time.perf_counter()] * len(records))
+        if self._on_record is not None:
+            for record in records:
+                self._on_record(record)
 
     def count(self, topic: str) -> int:
         """Records of ``topic`` read so far."""
@@ -91,8 +81,8 @@ class TopicFollower:
         """Wait until ``count`` records of ``topic`` were read; give up after ``idle_timeout_s`` without progress."""
         last, changed = self.count(topic), time.monotonic()
         while self.count(topic) < count:
-            if self._task is not None and self._task.done():
-                self._task.result()  # re-raise the follower's failure
+            if self._reader.task is not None and self._reader.task.done():
+                self._reader.task.result()  # re-raise the follower's failure
             if self.count(topic) != last:
                 last, changed = self.count(topic), time.monotonic()
             elif time.monotonic() - changed > idle_timeout_s:
@@ -102,12 +92,7 @@ class TopicFollower:
 
     async def stop(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._reader.stop()
 
 
 async def until_reached(progress: Callable[[], int], target: int, *, idle_timeout_s: float, poll_s: float = 0.2) -> int:

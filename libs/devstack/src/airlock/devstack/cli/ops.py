@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
+from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.topics import Topics
 from airlock.devstack.cli.common import fail, kafka_settings
@@ -299,12 +300,12 @@ async def read_lags(
     Raises:
         KafkaConnectionError: The broker stays unreachable for ``timeout_s``.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     from airlock.core.admin import connect_admin
 
     admin = await connect_admin(kafka, timeout_s=timeout_s)
-    offsets = AIOKafkaConsumer(**kafka.client_args(), isolation_level="read_committed", enable_auto_commit=False)
+    offsets = committed_reader(kafka)
     try:
         await offsets.start()
         names = sorted({topic for topics in inputs.values() for topic in topics})
