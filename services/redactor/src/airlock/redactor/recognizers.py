@@ -371,7 +371,7 @@ class GivenNameRecognizer(LocalRecognizer):  # type: ignore[misc]
         hits = [m for m in self._CANDIDATE.finditer(text) if _folded(m.group(1)) in names]
         if not hits:
             return []
-        not_person = _single_word_entities(nlp_artifacts)
+        not_person = set(_labelled_spans(nlp_artifacts, _NOT_PERSON_LABELS, words=1))
         spans: list[tuple[int, int]] = []
         alone: list[tuple[int, int]] = []
         for hit in hits:
@@ -432,14 +432,6 @@ class GivenNameRecognizer(LocalRecognizer):  # type: ignore[misc]
                     added.append(span)
                     changed = True
         return added
-
-
-def _single_word_entities(nlp_artifacts: Any) -> set[tuple[int, int]]:
-    """Offsets of the one-word entities the NER model labelled as anything but a person."""
-    doc = getattr(nlp_artifacts, "tokens", None)
-    if doc is None or not hasattr(doc, "ents"):
-        return set()
-    return {(ent.start_char, ent.end_char) for ent in doc.ents if len(ent) == 1 and ent.label_ in _NOT_PERSON_LABELS}
 
 
 def _stop_word(span: str) -> bool:
@@ -943,12 +935,16 @@ def _keep_piece(kept: list[RecognizerResult], person: RecognizerResult, start: i
     kept.append(piece)
 
 
-def _labelled_spans(nlp_artifacts: Any, labels: frozenset[str]) -> list[tuple[int, int]]:
-    """Offsets of the entities the NER model gave one of ``labels``."""
+def _labelled_spans(nlp_artifacts: Any, labels: frozenset[str], *, words: int | None = None) -> list[tuple[int, int]]:
+    """Offsets of the entities the NER model gave one of ``labels`` (only those of ``words`` tokens, if given)."""
     doc = getattr(nlp_artifacts, "tokens", None)
     if doc is None or not hasattr(doc, "ents"):
         return []
-    return [(ent.start_char, ent.end_char) for ent in doc.ents if ent.label_ in labels]
+    return [
+        (ent.start_char, ent.end_char)
+        for ent in doc.ents
+        if ent.label_ in labels and (words is None or len(ent) == words)
+    ]
 
 
 def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:

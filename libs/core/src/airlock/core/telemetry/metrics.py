@@ -91,6 +91,7 @@ class Metrics:
         self.tenant = BoundedLabel(max_label_values)
         self.model = BoundedLabel(max_label_values)
         self._families: dict[str, Counter | Gauge | Histogram] = {}
+        self._label_names: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
     def counter(self, what: str, documentation: str, labels: Sequence[str] = (), *, unit: str | None = None) -> Counter:
@@ -138,12 +139,13 @@ class Metrics:
                     # live as long as it does (gauges may be cleared), so remember them.
                     found.labels = functools.lru_cache(maxsize=LABEL_CACHE)(found.labels)  # type: ignore[method-assign,assignment]
                 self._families[name] = found
+                self._label_names[name] = tuple(labels)
             elif not isinstance(found, kind):
                 raise ValueError(f"{name} is already a {type(found).__name__}")
-            elif tuple(found._labelnames) != tuple(labels):
+            elif self._label_names[name] != tuple(labels):
                 # Two owners of one name would silently share a family: the second one's
                 # samples would land under the first one's labels and meaning.
-                raise ValueError(f"{name} is already registered with labels {list(found._labelnames)}")
+                raise ValueError(f"{name} is already registered with labels {list(self._label_names[name])}")
             return found
 
     def register(self, collector: Collector) -> None:
