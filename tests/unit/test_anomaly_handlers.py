@@ -19,7 +19,7 @@ from airlock.auditor.handlers import SealHandler
 from airlock.core.anomaly import AnomalySettings, AuditWatch
 from airlock.core.crypto import KeyRing
 from airlock.core.lifecycle import State
-from airlock.core.models import AuditDetails, ChatMessage, Completion, Envelope, LLMRequest, Usage
+from airlock.core.models import AuditDetails, ChatMessage, LLMRequest, Usage
 from airlock.core.stage import Incoming, Outcome, StageContext
 from airlock.core.topics import Topics
 from airlock.devstack.bench.audit import dev_keys
@@ -27,6 +27,7 @@ from airlock.redactor.detector import PiiDetector
 from airlock.redactor.handlers import RedactHandler, RestoreHandler
 from airlock.redactor.policy import PolicySet, default_policy
 from airlock.redactor.redaction import Redactor
+from tests.unit.redactor_records import accepted, completed
 
 TOPICS = Topics("t.")
 RING = KeyRing.generate("k1")
@@ -44,33 +45,6 @@ def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
-
-
-def accepted(content: str, offset: int = 1) -> Incoming:
-    now = datetime.now(UTC)
-    envelope = Envelope(
-        airlock_id=f"a-{offset}",
-        state=State.ACCEPTED,
-        request=LLMRequest(
-            request_id=f"r-{offset}",
-            client_id="billing",
-            tenant="acme",
-            model="gpt-4o-mini",
-            messages=[ChatMessage(role="user", content=content)],
-            reply_to="t.responses",
-        ),
-        received_at=now,
-        deadline=now + timedelta(seconds=60),
-    )
-    return Incoming(topic="t.accepted", partition=0, offset=offset, value=envelope.to_bytes(), timestamp_ms=1)
-
-
-def answered(redacted: Outcome, answer: str) -> Incoming:
-    envelope = Envelope.model_validate_json(redacted.records[0].value)
-    done = envelope.model_copy(
-        update={"state": State.COMPLETED, "completion": Completion(content=answer, finish_reason="stop", model="m")}
-    )
-    return Incoming(topic="t.completions", partition=0, offset=9, value=done.to_bytes(), timestamp_ms=1)
 
 
 def test_a_prompt_with_injection_indicators_gets_a_notice_next_to_its_redaction(
@@ -111,7 +85,7 @@ def test_an_answer_that_alters_placeholders_or_adds_pii_gets_notices(
     restore = RestoreHandler(context, RING, redactor, tracer=provider.get_tracer("t"), anomalies=SETTINGS)
     redacted = redact.handle(accepted("Write to Jane Roe about the refund."))
 
-    outcome = restore.handle(answered(redacted, "Dear [PERSON_1], call pedro.alvarez@example.org for help."))
+    outcome = restore.handle(completed(redacted, "Dear [PERSON_1], call pedro.alvarez@example.org for help."))
 
     transition, *notices = outcome.events
     assert transition.to_state is State.DELIVERED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,12 +12,9 @@ from airlock.core.crypto import KeyRing
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditEvent,
-    ChatMessage,
-    Completion,
     CompletionReply,
     Envelope,
     ErrorReply,
-    LLMRequest,
     reply_adapter,
 )
 from airlock.core.stage import Incoming, Outcome, StageContext
@@ -29,6 +25,7 @@ from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Policy, PolicySet, default_policy, parse_policy
 from airlock.redactor.redaction import OutputScan, Redactor
 from airlock.redactor.vault import open_map
+from tests.unit.redactor_records import accepted, completed
 
 TOPICS = Topics("t.")
 CONTEXT = StageContext("redactor", TOPICS)
@@ -67,35 +64,6 @@ def redact(redactor: Redactor) -> RedactHandler:
 @pytest.fixture
 def restore(redactor: Redactor) -> RestoreHandler:
     return RestoreHandler(CONTEXT, RING, redactor)
-
-
-def accepted(*contents: str, tenant: str = "acme", use_case: str = "default", offset: int = 1) -> Incoming:
-    now = datetime.now(UTC)
-    envelope = Envelope(
-        airlock_id=f"a-{offset}",
-        state=State.ACCEPTED,
-        request=LLMRequest(
-            request_id=f"r-{offset}",
-            client_id="billing",
-            tenant=tenant,
-            use_case=use_case,
-            model="gpt-4o-mini",
-            messages=[ChatMessage(role="user", content=c) for c in contents],
-            reply_to="t.responses",
-        ),
-        received_at=now,
-        deadline=now + timedelta(seconds=60),
-    )
-    return Incoming(topic="t.accepted", partition=0, offset=offset, value=envelope.to_bytes(), timestamp_ms=1)
-
-
-def completed(redacted: Outcome, answer: str | None = None) -> Incoming:
-    envelope = Envelope.model_validate_json(redacted.records[0].value)
-    content = answer if answer is not None else f"You said: {envelope.request.messages[-1].content}"
-    done = envelope.model_copy(
-        update={"state": State.COMPLETED, "completion": Completion(content=content, finish_reason="stop", model="m")}
-    )
-    return Incoming(topic="t.completions", partition=0, offset=9, value=done.to_bytes(), timestamp_ms=1)
 
 
 def event(outcome: Outcome) -> AuditEvent:
