@@ -29,6 +29,7 @@ from airlock.devstack.stack import LocalStack
 from airlock.ingest.clients import ClientPolicy, ClientsFile, Limits, fingerprint, new_key
 from tests.integration.kafka_reading import header, read_topic
 from tests.integration.leaks import assert_absent, stack_secrets
+from tests.integration.markers import unmasked_marker
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +201,7 @@ async def test_badly_signed_records_are_dead_lettered_and_audited_never_answered
 
 async def test_replays_and_duplicates_never_reach_the_model_twice(stack: LocalStack, client: AirlockClient) -> None:
     assert stack.fake is not None
-    marker = unique("zqreplay")
+    marker = unmasked_marker(lambda word: f"Please echo {word}")
     request = client.build(f"Please echo {marker}", tenant="acme", model=MODEL)
     body = request.to_bytes()
     headers = signed_headers(stack.credentials(), request.request_id, body)

@@ -16,6 +16,7 @@ from airlock.core.models import CompletionReply, ErrorReply
 from airlock.devstack.ledger import wait_for_timeline
 from airlock.devstack.stack import LocalStack
 from tests.integration.kafka_reading import header, read_topic
+from tests.integration.markers import unmasked_marker
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +24,12 @@ NAME, EMAIL, PHONE = "Jane Roe", "jane.roe@example.com", "+1 415 555 0134"
 FULL_LIFECYCLE = [State.RECEIVED, State.ACCEPTED, State.REDACTED, State.COMPLETED, State.DELIVERED]
 
 
-def unique_word() -> str:
-    """A token no recognizer matches (letters only), to find this test's model call."""
-    return "zq" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
-
-
 def pii_prompt(marker: str) -> str:
     return f"Hi, I am {NAME}. Mail me at {EMAIL} or call {PHONE}. Reference {marker}. Thanks, {NAME}"
 
 
 async def test_pii_request_gets_restored_answer_and_model_sees_no_pii(stack: LocalStack, client: AirlockClient) -> None:
-    marker = unique_word()
+    marker = unmasked_marker(pii_prompt)
     request = client.build(pii_prompt(marker), tenant="acme", model="gpt-4o-mini")
 
     reply = await client.ask(request, timeout=60)

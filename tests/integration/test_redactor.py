@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from airlock.devstack.egress import guarded_env, read_log
 from airlock.devstack.ledger import wait_for_timeline
 from airlock.devstack.mesh import Mesh, wait_ready
 from airlock.devstack.stack import LocalStack
+from tests.integration.markers import unmasked_marker
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +68,6 @@ def guard_log(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
         asyncio.run(wait_ready(stack.kafka_settings, stack.mesh, 240))
 
 
-def marker() -> str:
-    """Letters no recognizer matches, to find this test's call in the fake's log."""
-    return "zq" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
-
-
 def seen_by_model(stack: LocalStack, tag: str) -> list[str]:
     assert stack.fake is not None
     return [json.dumps(body) for body in stack.fake.received() if tag in json.dumps(body)]
@@ -85,10 +80,13 @@ def events_of(timeline: Any, stage: str) -> list[dict[str, Any]]:
 async def test_every_occurrence_is_masked_and_the_answer_restored(
     stack: LocalStack, client: AirlockClient, guard_log: Path
 ) -> None:
-    tag = marker()
+    def ask(tag: str) -> str:
+        return f"Ref {tag}. I am Jane Roe; write to jane.roe@example.com. Thanks, Jane Roe"
+
+    tag = unmasked_marker(ask)
     messages = [
         {"role": "system", "content": "You help Jane Roe (jane.roe@example.com) with her tickets."},
-        {"role": "user", "content": f"Ref {tag}. I am Jane Roe; write to jane.roe@example.com. Thanks, Jane Roe"},
+        {"role": "user", "content": ask(tag)},
     ]
     request = client.build([ChatMessage.model_validate(m) for m in messages], tenant=TENANT, model=MODEL)
 
@@ -111,10 +109,11 @@ async def test_every_occurrence_is_masked_and_the_answer_restored(
 async def test_policy_block_is_a_structured_error_naming_the_type(
     stack: LocalStack, client: AirlockClient, guard_log: Path
 ) -> None:
-    tag = marker()
-    request = client.build(
-        f"Ref {tag}: update payroll for Jane Roe, SSN 536-90-4372.", tenant=TENANT, model=MODEL, use_case="it-payroll"
-    )
+    def ask(tag: str) -> str:
+        return f"Ref {tag}: update payroll for Jane Roe, SSN 536-90-4372."
+
+    tag = unmasked_marker(ask)
+    request = client.build(ask(tag), tenant=TENANT, model=MODEL, use_case="it-payroll")
 
     reply = await client.ask(request, timeout=90)
 
@@ -132,7 +131,7 @@ async def test_policy_block_is_a_structured_error_naming_the_type(
 async def test_long_prompt_with_entities_on_chunk_boundaries_leaks_nothing(
     stack: LocalStack, client: AirlockClient, guard_log: Path
 ) -> None:
-    tag = marker()
+    tag = unmasked_marker()
     filler = "Quarterly figures were reviewed line by line with the finance team. "
     pieces, values = [f"Ref {tag}."], []
     for n in range(8):
@@ -161,7 +160,7 @@ async def test_long_prompt_with_entities_on_chunk_boundaries_leaks_nothing(
 async def test_prompt_over_the_redactors_own_limit_fails_cleanly(
     stack: LocalStack, client: AirlockClient, guard_log: Path
 ) -> None:
-    tag = marker()
+    tag = unmasked_marker()
     request = client.build(f"Ref {tag}. " + "lorem ipsum " * (REDACTOR_LIMIT // 12 + 100), tenant=TENANT, model=MODEL)
 
     reply = await client.ask(request, timeout=90)
