@@ -248,7 +248,8 @@ def test_the_fast_path_finds_what_presidios_analyzer_engine_finds() -> None:
 
     from airlock.devstack.eval.dataset import generate
     from airlock.redactor.detector import TokenIndexedContextEnhancer
-    from airlock.redactor.recognizers import recognizers_for, refine_persons
+    from airlock.redactor.people import refine_persons
+    from airlock.redactor.recognizers import recognizers_for
 
     policy = default_policy()
     detector = PiiDetector(MODEL)
@@ -317,3 +318,29 @@ def test_number_recognizers_are_skipped_on_a_text_without_digits() -> None:
     assert gates["OfflineEmailRecognizer"].search("jane@example.com") is not None
     custom = recognizers_for(parse_policy(CUSTOM))
     assert all(gate_of(r) is None for r in custom if r.name in ("customer_id", "DenyList[PROJECT]"))
+
+
+@pytest.mark.parametrize("name", ["OfflineEmailRecognizer", "AnchoredIpRecognizer"])
+def test_anchored_recognizers_find_what_the_whole_text_shows_their_patterns(name: str) -> None:
+    """Running only around ``@`` (or a dotted digit, two colons) loses nothing and invents nothing."""
+    from presidio_analyzer import PatternRecognizer
+
+    from airlock.devstack.eval.dataset import generate
+    from airlock.redactor import recognizers
+
+    recognizer = getattr(recognizers, name)()
+    texts = [sample.text for split in ("dev", "tune", "holdout") for sample in generate(150, 21, split)]
+    texts += [
+        "mail jane.roe@example.com, a@b.co or @@x @test.com; hosts 10.0.0.1/24 and ::ffff:192.168.1.1",
+        "fe80::1%eth0, 2001:db8::ff00:42:8329, ::, 1::, at 02:00 and Subject: hi",
+        "x" * 300 + "first.last@example.org" + "y" * 300,
+    ]
+    found_anywhere = 0
+    for text in texts:
+        whole = PatternRecognizer.analyze(recognizer, text, recognizer.supported_entities)
+        anchored = recognizer.analyze(text, recognizer.supported_entities)
+        assert sorted((r.start, r.end, r.score) for r in anchored) == sorted(
+            (r.start, r.end, r.score) for r in whole
+        ), text
+        found_anywhere += len(whole)
+    assert found_anywhere > 50  # the comparison saw real addresses, not only empty results

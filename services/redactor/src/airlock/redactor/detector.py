@@ -36,6 +36,7 @@ from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 
 from airlock.redactor.chunking import merge, split
+from airlock.redactor.people import refine_persons
 from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Action, Policy
 from airlock.redactor.recognizers import (
@@ -44,7 +45,6 @@ from airlock.redactor.recognizers import (
     gate_of,
     make_tldextract_offline,
     recognizers_for,
-    refine_persons,
 )
 
 log = logging.getLogger(__name__)
