@@ -315,3 +315,15 @@ def test_hop_times_line_up_the_client_and_the_ledger_per_delivered_request() -> 
     hops = hop_times(tally.entered, {"a": 100.0, "b": 100.0}, {"a": 100.365}, ["a", "b"])
     assert [round(values[0]) for values in hops.values()] == [10, 20, 300, 30, 5]
     assert all(len(values) == 1 for values in hops.values())  # b has no complete path: left out
+
+
+def test_stolen_cpu_is_the_steal_share_of_all_ticks_since_start(tmp_path: Path) -> None:
+    from airlock.devstack.bench import StolenCpu
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1 2 3\n")
+    stolen = StolenCpu(stat)
+    stat.write_text("cpu  160 0 70 900 0 0 0 70 0 0\ncpu0 1 2 3\n")  # +200 ticks, 20 of them stolen
+
+    assert stolen.share() == 10.0
+    assert StolenCpu(tmp_path / "missing").share() is None

@@ -15,6 +15,7 @@ import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -58,6 +59,34 @@ Suite = Callable[[dict[str, Any]], list[Measurement]]
 def machine_note() -> str:
     """The machine the figures come from."""
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, shared and noisy"
+
+
+class StolenCpu:
+    """The share of CPU time the hypervisor gave to other guests while a measurement ran.
+
+    On a shared virtual machine the tail of a latency distribution follows the host's load more
+    than the code's: a p99 measured while 10 % of the CPU was stolen says little about the code.
+    Reads ``/proc/stat``; elsewhere :meth:`share` is ``None``.
+    """
+
+    def __init__(self, source: Path = Path("/proc/stat")) -> None:
+        self._source = source
+        self._start = self._read()
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            fields = self._source.read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+        return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+    def share(self) -> float | None:
+        """Stolen ticks over all ticks since this object was made, in percent."""
+        end = self._read()
+        if self._start is None or end is None or end[1] <= self._start[1]:
+            return None
+        return 100.0 * (end[0] - self._start[0]) / (end[1] - self._start[1])
 
 
 def format_table(rows: Sequence[Measurement]) -> str:

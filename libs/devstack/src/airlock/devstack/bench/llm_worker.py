@@ -54,7 +54,7 @@ from airlock.core.models import ChatMessage, ChatParams, Envelope, LLMRequest, R
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.stage import Incoming, StageContext
 from airlock.core.topics import Topics
-from airlock.devstack.bench import Measurement, load
+from airlock.devstack.bench import Measurement, StolenCpu, load
 from airlock.devstack.bench.load import percentile
 from airlock.devstack.bench.watch import TopicFollower
 from airlock.devstack.kafka import LocalKafka, free_port
@@ -183,8 +183,10 @@ async def added_latency(fake: FakeOpenAIProcess, seconds: float, rate: float, *,
         await asyncio.gather(*(send(i) for i in range(count, count + WARM_UP)))  # connections, caches
         own.clear()
         cpu_started = time.process_time()
+        stolen = StolenCpu()
         samples = await load.drive(send, rate, count / rate, answer_timeout_s=30)
         cpu_ms = (time.process_time() - cpu_started) * 1000 / count
+        stolen_share = stolen.share()
     finally:
         await worker.stop()
     failed = [sample.error for sample in samples if not sample.ok]
@@ -223,6 +225,11 @@ async def added_latency(fake: FakeOpenAIProcess, seconds: float, rate: float, *,
         row("worker code p99", percentile(own, 0.99), why=own_note),
         row("completion rate", count / elapsed, "req/s"),
         row("worker CPU per request", cpu_ms, why="CPU time / requests"),
+        *(
+            [row("CPU stolen by the host", stolen_share, "%", why="steal time while the load ran: the tail follows it")]
+            if stolen_share is not None
+            else []
+        ),
     ]
 
 
