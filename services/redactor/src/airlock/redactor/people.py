@@ -580,7 +580,12 @@ def _not_a_person(text: str, start: int, end: int) -> bool:
         return True
     if span.isupper() and len(span) <= 5:
         return True  # an acronym ("PII", "IP", "HR")
-    return " " not in span.strip() and text[max(0, start - 4) : start] == " in "
+    return " " not in span.strip() and _after_in(text, start)
+
+
+def _after_in(text: str, start: int) -> bool:
+    """Whether " in " comes right before ``start``: people are not *in* a sentence ("our office in Lyon")."""
+    return text[max(0, start - 4) : start] == " in "
 
 
 #: Words just before a span that make it an organization or a place, not a person: a
@@ -680,8 +685,6 @@ _LIST_GLUE = regex.compile(r"\s*(?:,|;|/|&|\band\b|\bor\b|\bnor\b)\s*(?:(?:and|o
 #: What joins two products compared or replaced ("from Hudson to Jenkins", "Kafka vs. Pulsar").
 _PAIR_GLUE = regex.compile(r"\s*(?:,|;|/|&|\band\b|\bor\b|\bto\b|\binto\b|\bvs\b\.?|\bversus\b|\bwith\b)\s*")
 _FROM_AFTER_NAME = re.compile(r"\s+from\s+\Z")
-#: "in" right before a single word: people are not *in* a sentence ("our office in Lyon").
-_IN_PLACE = re.compile(r" in ")
 _ADDRESS_TO_CITY = re.compile(r",\s*")
 #: A word inside a name span that is not part of the name ("Jira at Fabrikam").
 _CONNECTOR = regex.compile(rf"\s+(?!{_PARTICLE}\s)\p{{Ll}}[\p{{Ll}}-]*\s+")
@@ -886,6 +889,8 @@ def _word_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
 #: What starts a line that does not go on with a name from the line before: a list marker,
 #: or a field's label ("- Callback: …").
 _NEW_ITEM = regex.compile(r"[ \t]*(?:[-*•–>#]|\p{L}[\w ]{0,30}[:=])")
+_LINE = regex.compile(r"[^\n]+")
+_NAME_WORD = regex.compile(_NAME)
 #: What may stand before a name that has a line of its own: indentation, a list marker.
 _LINE_LEAD = regex.compile(r"[ \t]*(?:[-*•–>][ \t]*)?")
 
@@ -912,8 +917,8 @@ def _line_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
     if rest_of_line.strip(" \t.,;") and not _NEW_ITEM.match(text, newline + 1) and not own_line:
         return [(start, end)]
     pieces = [(start, start + len(text[start:newline].rstrip()))]
-    for line in regex.finditer(r"[^\n]+", text[newline:end]):
-        words = regex.findall(rf"{_NAME}", line.group())
+    for line in _LINE.finditer(text[newline:end]):
+        words = _NAME_WORD.findall(line.group())
         if len(words) >= 2 or any(_folded(word) in given_names() for word in words):
             offset = newline + line.start()
             pieces.append((offset + len(line.group()) - len(line.group().lstrip(" \t-*•–")), newline + line.end()))
@@ -932,7 +937,7 @@ def _names_something_else(text: str, start: int, end: int, person_ends: set[int]
     before = text[max(0, start - 40) : start]
     if _ORG_BEFORE.search(before) or _ORG_AFTER.match(text, end) or _after_thing_field(text, start):
         return True
-    if " " not in span and (_TRAVEL_BEFORE.search(before) or _IN_PLACE.fullmatch(before[-4:])):
+    if " " not in span and (_TRAVEL_BEFORE.search(before) or _after_in(text, start)):
         return not text.startswith(("'s", "’s"), end)
     if " " not in span:
         left, right = _AMPERSAND_BEFORE.search(before), _AMPERSAND_AFTER.match(text, end)
