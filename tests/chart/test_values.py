@@ -82,13 +82,20 @@ def test_schema_accepts_every_default() -> None:
             "llmWorker.terminationGracePeriodSeconds (60) must exceed llmWorker.shutdownGraceSeconds (60)",
         ),
         (
-            {"global": {"kafka": {"securityProtocol": "SASL_SSL"}}},
-            "global.kafka.sasl.existingSecret is required with securityProtocol SASL_SSL",
+            {"global": {"kafka": {"sasl": {"credentials": {"redactor": ""}}}}},
+            "global.kafka.sasl.credentials.redactor is required with securityProtocol SASL_SSL",
         ),
         (
-            {"global": {"kafka": {"tls": {"caSecret": "ca"}}}},
+            {"global": {"kafka": {"sasl": {"credentials": {"audit-replay": ""}}}}},
+            "global.kafka.sasl.credentials.audit-replay is required",
+        ),
+        ({"global": {"kafka": {"securityProtocol": "PLAINTEXT"}}}, "securityProtocol PLAINTEXT lets any client"),
+        (
+            {"global": {"kafka": {"securityProtocol": "PLAINTEXT", "allowInsecure": True, "tls": {"caSecret": "ca"}}}},
             "global.kafka.tls.caSecret is set but securityProtocol is PLAINTEXT",
         ),
+        ({"llmWorker": {"meshKeys": {"existingSecret": ""}}}, "llmWorker.meshKeys.existingSecret is required"),
+        ({"global": {"mesh": {"trust": {"existingConfigMap": ""}}}}, "global.mesh.trust.existingConfigMap is required"),
         ({"redactor": {"vaultKeys": {"existingSecret": ""}}}, "redactor.vaultKeys.existingSecret is required"),
         ({"ingest": {"clients": {"existingSecret": ""}}}, "ingest.clients.existingSecret is required"),
         ({"auditor": {"signingKeys": {"existingSecret": ""}}}, "auditor.signingKeys.existingSecret is required"),

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 
 from airlock.auditor.settings import AuditorSettings
 from airlock.core.anomaly import AnomalySettings
+from airlock.core.authenticity import MeshSettings
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import KafkaSettings, StageSettings, TopicSettings
 from airlock.core.stage import RecordProcessor, StageContext
@@ -96,11 +97,12 @@ def test_scaled_objects_watch_the_group_and_topics_the_service_consumes(scenario
 
 def test_keda_reaches_a_secured_kafka_with_the_services_secrets() -> None:
     objects = render(SCENARIO["sasl-ssl"])
+    # Only the llm-worker is autoscaled here: KEDA reads its lag with the llm-worker's own login.
     (auth,) = of_kind(objects, "TriggerAuthentication")
     refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
     assert refs == {
-        "username": ("airlock-kafka-user", "username"),
-        "password": ("airlock-kafka-user", "password"),
+        "username": ("airlock-kafka-llm-worker", "username"),
+        "password": ("airlock-kafka-llm-worker", "password"),
         "ca": ("kafka-cluster-ca", "ca.crt"),
     }
     (scaled,) = of_kind(objects, "ScaledObject")
@@ -108,7 +110,10 @@ def test_keda_reaches_a_secured_kafka_with_the_services_secrets() -> None:
         assert trigger["metadata"]["sasl"] == "scram_sha512"
         assert trigger["metadata"]["tls"] == "enable"
         assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-    assert of_kind(render(SCENARIO["keda"]), "TriggerAuthentication") == [], "PLAINTEXT needs no credentials"
+    every = {a["metadata"]["name"]: a for a in of_kind(render(SCENARIO["keda"]), "TriggerAuthentication")}
+    assert set(every) == {f"rel-airlock-{s}-kafka" for s in SERVICES}, "one per autoscaled stage"
+    insecure = {"global": {"kafka": {"securityProtocol": "PLAINTEXT", "allowInsecure": True}}}
+    assert of_kind(render(merged(SCENARIO["keda"], insecure)), "TriggerAuthentication") == [], "PLAINTEXT needs none"
 
 
 def test_autoscaling_is_keda_or_hpa_never_both() -> None:
@@ -198,6 +203,7 @@ def test_every_airlock_variable_is_one_the_services_read() -> None:
         AuditorSettings,
         AnomalySettings,
         TelemetrySettings,
+        MeshSettings,
     ):
         known |= _env_names(cls)
     objects = render(SCENARIO["sasl-ssl"])
@@ -216,25 +222,38 @@ def test_every_airlock_variable_is_one_the_services_read() -> None:
         "AIRLOCK_LLM_WORKER_PRICES_FILE",
         "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE",
         "AIRLOCK_AUDITOR_WITNESS_DIR",
+        "AIRLOCK_MESH_SIGNING_KEYS_FILE",
+        "AIRLOCK_MESH_TRUST_FILE",
     }, "every file the services read is wired"
 
 
 def test_kafka_credentials_and_ca_come_from_the_referenced_secrets() -> None:
     objects = render(SCENARIO["sasl-ssl"])
+    credentials = SCENARIO["sasl-ssl"]["global"]["kafka"]["sasl"]["credentials"]
+    logins = set()
     for name, spec in pod_specs(objects):
         (container,) = spec["containers"]
         env = env_of(container)
+        # Each stage and job logs in with its own Secret: least privilege per principal.
+        secret = credentials[name.split("/", 1)[1].removeprefix("rel-airlock-")]
+        logins.add(secret)
         assert env["AIRLOCK_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         assert env["AIRLOCK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
-        assert env["AIRLOCK_KAFKA_SASL_USERNAME"] == {
-            "secretKeyRef": {"name": "airlock-kafka-user", "key": "username"}
-        }, name
-        assert env["AIRLOCK_KAFKA_SASL_PASSWORD"] == {
-            "secretKeyRef": {"name": "airlock-kafka-user", "key": "password"}
-        }, name
+        assert env["AIRLOCK_KAFKA_SASL_USERNAME"] == {"secretKeyRef": {"name": secret, "key": "username"}}, name
+        assert env["AIRLOCK_KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": secret, "key": "password"}}, name
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
         assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
         _assert_file_is_mounted(spec, container, env["AIRLOCK_KAFKA_SSL_CAFILE"], "kafka-cluster-ca", "ca.crt")
+    assert len(logins) == 6, "four stages, the provisioning Job and the audit replay: six principals"
+
+
+def test_strimzi_style_secrets_log_in_as_the_principals_own_name() -> None:
+    values = merged(SCENARIO["sasl-ssl"], {"global": {"kafka": {"sasl": {"usernameKey": ""}}}})
+    names = {
+        name: env_of(spec["containers"][0])["AIRLOCK_KAFKA_SASL_USERNAME"] for name, spec in pod_specs(render(values))
+    }
+    assert names["Deployment/rel-airlock-redactor"] == "airlock-redactor"
+    assert names["CronJob/rel-airlock-audit-replay"] == "airlock-audit-reader"
 
 
 def _assert_file_is_mounted(spec: dict[str, Any], container: dict[str, Any], path: str, source: str, key: str) -> None:
@@ -255,8 +274,14 @@ def test_every_file_variable_points_at_the_mounted_key() -> None:
         "AIRLOCK_LLM_WORKER_ROUTES_FILE": ("airlock-routes", "routes.yaml"),
         "AIRLOCK_LLM_WORKER_PRICES_FILE": ("rel-airlock-llm-worker-prices", "prices.yaml"),
         "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE": ("airlock-auditor-signing-keys", "signing-keys.json"),
+        "AIRLOCK_MESH_TRUST_FILE": ("airlock-mesh-trust", "trust.json"),
     }
     objects = render(values)
+    for component, deployment in by_component(objects, "Deployment").items():
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        path = env_of(container)["AIRLOCK_MESH_SIGNING_KEYS_FILE"]
+        _assert_file_is_mounted(spec, container, path, f"airlock-{component}-mesh-keys", "signing-keys.json")
     checked = set()
     for _, spec in pod_specs(objects):
         (container,) = spec["containers"]
@@ -296,7 +321,7 @@ def test_every_file_variable_points_at_the_mounted_key() -> None:
     # Without a claim there is no witness at all (never one that vanishes with the pod).
     plain = by_component(render(SCENARIO["defaults"]), "Deployment")["auditor"]["spec"]["template"]["spec"]
     assert "AIRLOCK_AUDITOR_WITNESS_DIR" not in env_of(plain["containers"][0])
-    assert {v["name"] for v in plain["volumes"]} == {"tmp", "signing-keys"}
+    assert {v["name"] for v in plain["volumes"]} == {"tmp", "signing-keys", "mesh-keys", "mesh-trust"}
 
 
 def test_the_audit_replay_job_reads_the_auditors_witness_read_only() -> None:
@@ -343,5 +368,8 @@ def test_a_config_change_rolls_exactly_the_pods_that_mount_it() -> None:
     # Pointing at another Secret rolls the pods that mount it.
     clients = _pod_checksums(merged(base, {"ingest": {"clients": {"existingSecret": "clients-v2"}}}))
     assert clients["ingest"] != before["ingest"] and clients["redactor"] == before["redactor"]
-    kafka = _pod_checksums(merged(base, {"global": {"kafka": {"sasl": {"existingSecret": "other-user"}}}}))
-    assert all(kafka[s] != before[s] for s in SERVICES)
+    kafka = _pod_checksums(merged(base, {"global": {"kafka": {"sasl": {"credentials": {"ingest": "other-user"}}}}}))
+    assert kafka["ingest"] != before["ingest"], "a stage's own login rolls it"
+    assert all(kafka[s] == before[s] for s in SERVICES if s != "ingest"), "and no other stage"
+    protocol = _pod_checksums(merged(base, {"global": {"kafka": {"sasl": {"passwordKey": "pw"}}}}))
+    assert all(protocol[s] != before[s] for s in SERVICES)

@@ -34,6 +34,7 @@ from airlock.core.lifecycle import TERMINAL, State
 from airlock.core.settings import KafkaSettings
 from airlock.core.stage import Incoming, airlock_id_for
 from airlock.core.topics import Topics
+from airlock.devstack.stack import DEV_CLIENT_ID
 from tests.integration.kafka_reading import header, read_topic
 
 #: Where each phase's counts are collected for the terminal summary (see conftest.py).
@@ -160,7 +161,7 @@ async def settled(kafka: KafkaSettings, witness_root: Path, request_ids: set[str
     topics = Topics(kafka.topic_prefix)
     records = await published_records(kafka, request_ids)
     wanted = set(records)
-    replies = _by_airlock_id(await read_topic(kafka, topics.responses), wanted)
+    replies = _by_airlock_id(await read_topic(kafka, topics.reply_topic(DEV_CLIENT_ID)), wanted)
     ledger = await read_ledger(kafka, topics.ledger)
     terminal = set()
     for values in ledger.values():
@@ -215,7 +216,7 @@ async def balance(
             transitions[(event["airlock_id"], str(event.get("to_state")))] += 1
     books.audit_doubled = sorted({aid for (aid, _), n in transitions.items() if n > 1})
 
-    replies = _by_airlock_id(await read_topic(kafka, topics.responses), wanted)
+    replies = _by_airlock_id(await read_topic(kafka, topics.reply_topic(DEV_CLIENT_ID)), wanted)
     books.replies = sum(replies.values())
     books.no_reply = sorted(wanted - set(replies))
     books.several_replies = sorted(aid for aid, n in replies.items() if n > 1)

@@ -11,6 +11,8 @@ from airlock.core.settings import KafkaSettings
 async def read_topic(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord]:
     """Every committed record of ``topic`` as of now, partition by partition."""
     count = (await partition_counts(kafka, [topic]))[topic]
+    if not count:
+        return []  # no such topic (yet)
     consumer = AIOKafkaConsumer(**kafka.client_args(), isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:

@@ -19,7 +19,8 @@ def service_logs(stack: LocalStack) -> list[Path]:
 def stack_secrets(stack: LocalStack) -> list[str]:
     """The stack's key material in the forms it could leak in: base64 and hex.
 
-    Clients' signing keys, the redactor's vault keys and the auditor's ledger signing seeds.
+    Clients' signing keys, the redactor's vault keys, the auditor's ledger signing seeds and
+    every Kafka principal's password (as is: they are not base64).
     """
     secrets = [
         key.secret.get_secret_value()
@@ -28,7 +29,10 @@ def stack_secrets(stack: LocalStack) -> list[str]:
     ]
     for ring in (ensure_vault_keys(stack.state), ensure_signing_keys(stack.state)):
         secrets += list(json.loads(ring.read_text())["keys"].values())
-    return [form for secret in secrets for form in (secret, base64.b64decode(secret).hex())]
+    forms = [form for secret in secrets for form in (secret, base64.b64decode(secret).hex())]
+    assert stack.kafka is not None
+    passwords = json.loads(stack.kafka.credentials_file.read_text())
+    return [*forms, *passwords.values()]
 
 
 def assert_absent(paths: Iterable[Path], forbidden: Iterable[str], *, what: str = "a secret") -> None:

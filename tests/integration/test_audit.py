@@ -17,6 +17,7 @@ from airlock.auditor.reader import read_checkpoints, read_ledger
 from airlock.auditor.verify import Evidence, Report, verify
 from airlock.auditor.witness import read_witness
 from airlock.client import AirlockClient
+from airlock.core.access import AUDIT_READER
 from airlock.core.admin import connect_admin
 from airlock.core.crypto import KeyRing, b64
 from airlock.core.models import CompletionReply, ErrorReply
@@ -32,8 +33,8 @@ REJECTED = ["RECEIVED", "REJECTED"]
 
 
 def cli_env(stack: LocalStack) -> dict[str, str]:
-    assert stack.kafka is not None
-    return {"AIRLOCK_KAFKA_BOOTSTRAP": stack.kafka.bootstrap, "AIRLOCK_KAFKA_TOPIC_PREFIX": stack.topic_prefix}
+    # Replay and export need nothing but the audit reader's rights.
+    return stack.principal_settings(AUDIT_READER).environment()
 
 
 async def airlock(stack: LocalStack, *args: str) -> Any:

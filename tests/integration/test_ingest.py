@@ -69,13 +69,14 @@ async def add_client(stack: LocalStack, client_id: str, **grants: Any) -> Client
             "tenants": ["*"],
             "models": ["*"],
             "use_cases": ["*"],
-            "reply_topics": [stack.topics.responses],
+            "reply_topics": [],
             "max_prompt_chars": 10_000,
             "max_tokens": 1000,
             **grants,
         }
     )
     await edit_clients(stack, lambda file: file.with_client(client_id, policy))
+    await asyncio.to_thread(stack.provision_client, client_id)  # its reply topic, Kafka user and ACLs
     return stack.credentials(client_id)
 
 
@@ -110,7 +111,7 @@ async def replies_for(stack: LocalStack, request_ids: Iterable[str]) -> dict[str
 
     wanted = set(request_ids)
     found: dict[str, list[CompletionReply | ErrorReply]] = {rid: [] for rid in wanted}
-    for topic in (stack.topics.responses,):
+    for topic in stack.reply_topics:
         for record in await read_topic(stack.kafka_settings, topic):
             rid = header(record, h.REQUEST_ID)
             if rid in wanted:
@@ -259,7 +260,7 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
         "too_large": {"messages": [{"role": "user", "content": "x" * 61}]},
         "param_not_allowed": {"params": {"max_tokens": 101}},
     }
-    async with AirlockClient(stack.kafka_settings, credentials=credentials) as restricted:
+    async with AirlockClient(stack.client_kafka_settings(credentials.client_id), credentials=credentials) as restricted:
         ids = {}
         for code, changes in cases.items():
             rid = unique(code)
@@ -294,14 +295,16 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
         old_key = await restricted.ask(restricted.build("old key", tenant=tenant, model=MODEL), timeout=90)
     new_credentials = stack.credentials(client_id)
     assert new_credentials.key_id == new_key_id
-    async with AirlockClient(stack.kafka_settings, credentials=new_credentials) as rotated_client:
+    async with AirlockClient(
+        stack.client_kafka_settings(new_credentials.client_id), credentials=new_credentials
+    ) as rotated_client:
         new_key = await rotated_client.ask(rotated_client.build("new key", tenant=tenant, model=MODEL), timeout=90)
         assert isinstance(old_key, CompletionReply) and isinstance(new_key, CompletionReply)
 
         # Grace over: the old key is refused (and the refusal names the key id, not its secret).
         expired, _ = ClientsFile.load(stack.clients_file).rotated(client_id, grace=timedelta(0))
         await edit_clients(stack, lambda _: expired)
-    async with AirlockClient(stack.kafka_settings, credentials=credentials) as stale:
+    async with AirlockClient(stack.client_kafka_settings(credentials.client_id), credentials=credentials) as stale:
         rid = await stale.publish_raw(json.dumps(document(stale, unique("stale"), tenant=tenant)).encode())
         assert rid is not None
         with pytest.raises(ReplyTimeout):
@@ -370,8 +373,7 @@ def test_usage_command_shows_usage_against_limits(stack: LocalStack) -> None:
     asyncio.run(publish_usage(stack, tenant, tokens=250, cost=0.125))
     env = {
         **os.environ,
-        "AIRLOCK_KAFKA_BOOTSTRAP": stack.kafka_settings.bootstrap,
-        "AIRLOCK_KAFKA_TOPIC_PREFIX": stack.topic_prefix,
+        **stack.kafka_settings.environment(),
         "AIRLOCK_INGEST_CLIENTS_FILE": str(stack.clients_file),
     }
     command = [str(Path(sys.executable).parent / "airlock"), "usage", "--tenant", tenant]
@@ -403,7 +405,7 @@ async def test_no_secret_in_service_logs_or_topics(stack: LocalStack) -> None:
     logs = sorted((stack.state / "logs").glob("*.log"))
     assert any(log.name.startswith("ingest-") for log in logs)
     assert_absent(logs, forms)
-    for topic in (stack.topics.audit, stack.topics.dlq, stack.topics.responses, stack.topics.ingest_seen):
+    for topic in (stack.topics.audit, stack.topics.dlq, *stack.reply_topics, stack.topics.ingest_seen):
         records = await read_topic(stack.kafka_settings, topic)
         blob = b"\n".join([r.value or b"" for r in records] + [v or b"" for r in records for _, v in (r.headers or ())])
         for form in forms:

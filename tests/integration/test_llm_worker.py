@@ -22,8 +22,10 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from airlock.core import access
 from airlock.core import headers as h
-from airlock.core.admin import provision
+from airlock.core.admin import apply_access, provision
+from airlock.core.authenticity import StageSigner
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditEvent,
@@ -38,6 +40,7 @@ from airlock.core.models import (
 )
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.topics import Topics
+from airlock.core.topology import stage
 from airlock.devstack.kafka import free_port
 from airlock.devstack.mesh import FakeOpenAIProcess, Mesh, wait_ready
 from airlock.devstack.stack import LocalStack
@@ -100,6 +103,7 @@ class Lab:
     fake: FakeOpenAIProcess
     mesh: Mesh
     producer: AIOKafkaProducer
+    redactor: StageSigner
 
     async def send(
         self,
@@ -123,19 +127,25 @@ class Lab:
                 use_case=use_case,
                 model=model,
                 messages=[ChatMessage(role="user", content=content)],
-                reply_to=self.topics.responses,
+                reply_to=self.topics.reply_topic("lab"),
             ),
             received_at=now,
             deadline=now + timedelta(seconds=deadline_s),
             vault=SealedVault(key_id="lab", nonce="bm9uY2U=", ciphertext="c2VhbGVk"),
             redaction=RedactionSummary(policy_version="lab", entity_counts={"PERSON": 1}),
         )
+        value, key = envelope.to_bytes(), airlock_id.encode()
         await self.producer.send_and_wait(
             self.topics.redacted,
-            envelope.to_bytes(),
-            key=airlock_id.encode(),
+            value,
+            key=key,
             partition=partition,
-            headers=[(h.AIRLOCK_ID, airlock_id.encode()), (h.REQUEST_ID, envelope.request.request_id.encode())],
+            headers=[
+                (h.AIRLOCK_ID, airlock_id.encode()),
+                (h.REQUEST_ID, envelope.request.request_id.encode()),
+                # The lab plays the redactor: the worker takes only what the redactor signed.
+                self.redactor.header(self.topics.redacted, key, value),
+            ],
         )
         return envelope
 
@@ -154,7 +164,7 @@ class Lab:
         return completed
 
     async def failed(self, envelope: Envelope, timeout_s: float = 60.0) -> ErrorReply:
-        [record] = await self._wait(self.topics.responses, envelope.airlock_id, timeout_s)
+        [record] = await self._wait(self.topics.reply_topic("lab"), envelope.airlock_id, timeout_s)
         return ErrorReply.model_validate_json(record.value)
 
     async def event(self, envelope: Envelope, to_state: State) -> AuditEvent:
@@ -198,14 +208,19 @@ def lab_processes(
     state: Path = tmp_path_factory.mktemp("llm-lab")
     prefix = f"lw{uuid.uuid4().hex[:6]}."
     topics = Topics(prefix)
-    kafka = KafkaSettings(bootstrap=stack.kafka_settings.bootstrap, topic_prefix=prefix)
-    asyncio.run(provision(kafka, topics.specs(TopicSettings(partitions=PARTITIONS))))
+    assert stack.kafka is not None
+    kafka = stack.kafka.admin_settings(prefix)
+    settings = TopicSettings(partitions=PARTITIONS)
+    asyncio.run(provision(kafka, [*topics.specs(settings), topics.reply_spec("lab", settings)]))
+    # The stack's llm-worker principal, granted this prefix's topics as well.
+    asyncio.run(apply_access(kafka, {}, access.stage_acls(stage("llm-worker"), topics)))
     fake = FakeOpenAIProcess(free_port(), state / "fake.log").start()
     routes_file = state / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(routes(fake, free_port())))
     env = {
-        "AIRLOCK_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "AIRLOCK_KAFKA_TOPIC_PREFIX": prefix,
+        **kafka.environment(),
+        **stack.stage_env("llm-worker"),
+        "AIRLOCK_MESH_TRUST_FILE": stack.service_env()["AIRLOCK_MESH_TRUST_FILE"],
         "AIRLOCK_LLM_WORKER_ROUTES_FILE": str(routes_file),
         "AIRLOCK_LLM_WORKER_CALL_TIMEOUT_S": "1.0",
         "AIRLOCK_LLM_WORKER_ATTEMPTS_PER_TARGET": "2",
@@ -229,11 +244,12 @@ def lab_processes(
 @pytest.fixture
 async def lab(stack: LocalStack, lab_processes: tuple[Topics, FakeOpenAIProcess, Mesh]) -> AsyncIterator[Lab]:
     topics, fake, mesh = lab_processes
-    kafka = KafkaSettings(bootstrap=stack.kafka_settings.bootstrap, topic_prefix=topics.prefix)
+    assert stack.kafka is not None
+    kafka = stack.kafka.admin_settings(topics.prefix)
     producer = AIOKafkaProducer(**kafka.client_args(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        yield Lab(kafka, topics, fake, mesh, producer)
+        yield Lab(kafka, topics, fake, mesh, producer, stack.stage_signer("redactor"))
     finally:
         await producer.stop()
 

@@ -57,7 +57,7 @@ def guard_log(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
         "AIRLOCK_REDACTOR_MAX_PROMPT_CHARS": str(REDACTOR_LIMIT),
     }
     stack.mesh.stop("redactor")
-    guarded = Mesh(env, state)
+    guarded = Mesh(env, state, {"redactor": stack.stage_env("redactor")})
     try:
         guarded.start("redactor")
         asyncio.run(wait_ready(stack.kafka_settings, guarded, 240))

@@ -22,7 +22,7 @@ def accepted(*contents: str, tenant: str = "acme", use_case: str = "default", of
             use_case=use_case,
             model="gpt-4o-mini",
             messages=[ChatMessage(role="user", content=c) for c in contents],
-            reply_to="t.responses",
+            reply_to="t.responses.billing",
         ),
         received_at=now,
         deadline=now + timedelta(seconds=60),

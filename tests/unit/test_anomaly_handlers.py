@@ -111,7 +111,7 @@ def audit_record(context: StageContext, offset: int, at: datetime) -> Incoming:
         tenant="acme",
         model="gpt-4o-mini",
         messages=[ChatMessage(role="user", content="x")],
-        reply_to="t.responses",
+        reply_to="t.responses.billing",
     )
     event = context.transition(
         f"a-{offset}", None, State.RECEIVED, request=request, details=AuditDetails(usage=Usage()), at=at

@@ -187,12 +187,21 @@ def test_replay_and_verify_commands_write_reports_in_every_format(sealed, tmp_pa
 
 
 def test_evidence_topics_keep_records_forever_by_default_and_transit_topics_do_not() -> None:
-    specs = {spec.name: spec.configs for spec in Topics().specs(TopicSettings())}
     topics = Topics()
+    specs = {
+        spec.name: spec.configs
+        for spec in [*topics.specs(TopicSettings()), topics.reply_spec("billing", TopicSettings())]
+    }
     for evidence in (topics.ledger, topics.checkpoints, topics.audit):
         assert specs[evidence]["retention.ms"] == "-1"
         assert specs[evidence]["cleanup.policy"] == "delete"  # never compacted: every record is evidence
-    for transit in (topics.requests, topics.accepted, topics.redacted, topics.completions, topics.responses):
+    for transit in (
+        topics.requests,
+        topics.accepted,
+        topics.redacted,
+        topics.completions,
+        topics.reply_topic("billing"),
+    ):
         assert 0 < int(specs[transit]["retention.ms"]) <= 7 * 24 * 3600 * 1000
     custom = {spec.name: spec.configs for spec in Topics().specs(TopicSettings(ledger_retention_ms=86_400_000))}
     assert custom[topics.ledger]["retention.ms"] == "86400000"

@@ -196,7 +196,7 @@ def test_cli_add_rotate_list_tenant_remove(tmp_path: Path) -> None:
     assert issued.client_id == "billing" and len(issued.material()) == 32
     stored = ClientsFile.load(path).clients["billing"]
     assert stored.keys[issued.key_id].secret.get_secret_value() == issued.secret.get_secret_value()
-    assert stored.reply_topics == ["airlock.responses"] and stored.use_cases == ["default"]
+    assert stored.reply_topics == [] and stored.use_cases == ["default"]
 
     out_file = tmp_path / "billing.json"
     code, _, err = run("clients", "rotate", "billing", "--grace", "1h", "--credentials-out", str(out_file), *file)

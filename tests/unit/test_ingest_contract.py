@@ -32,7 +32,7 @@ def test_document_shows_the_request_in_and_both_replies_out() -> None:
     document = json.loads(COMMITTED.read_text())
     channels = document["channels"]
     assert channels["requests"]["address"] == "airlock.requests"
-    assert channels["replies"]["address"] == "airlock.responses"
+    assert channels["replies"]["address"] == "airlock.responses.{client}"
     assert document["operations"]["requests"]["action"] == "receive"
     assert document["operations"]["replies"]["action"] == "send"
     messages = document["components"]["messages"]

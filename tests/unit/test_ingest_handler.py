@@ -36,7 +36,7 @@ def policy(**changes: object) -> ClientPolicy:
         "tenants": ["acme"],
         "models": ["gpt-4o-mini"],
         "use_cases": ["default"],
-        "reply_topics": ["t.responses", "t.responses.billing.*"],
+        "reply_topics": ["t.responses.billing", "t.responses.billing.*"],
         "max_prompt_chars": 100,
         "max_tokens": 500,
     }
@@ -110,7 +110,7 @@ class Harness:
             "tenant": "acme",
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": "My name is Jane Roe"}],
-            "reply_to": "t.responses",
+            "reply_to": "t.responses.billing",
         }
         return {**document, **changes}
 
@@ -161,7 +161,7 @@ def topics_of(outcome: Outcome) -> list[str]:
 
 
 def error_of(outcome: Outcome) -> ErrorReply:
-    [reply] = [r for r in outcome.records if r.topic.startswith("t.responses")]
+    [reply] = [r for r in outcome.records if r.topic.startswith("t.responses.billing")]
     return ErrorReply.model_validate_json(reply.value)
 
 
@@ -221,7 +221,7 @@ async def test_unauthenticated_records_go_to_dlq_only_with_an_audit_event(
     good = ingest.signed(document)
     headers = dict(good.headers)
     if tamper == "unsigned":
-        record = ingest.incoming(body, [(h.REQUEST_ID, b"r-x"), (h.REPLY_TO, b"t.responses")])
+        record = ingest.incoming(body, [(h.REQUEST_ID, b"r-x"), (h.REPLY_TO, b"t.responses.billing")])
     elif tamper == "no-timestamp":
         record = ingest.incoming(body, [(k, v) for k, v in good.headers if k != h.TIMESTAMP])
     elif tamper == "wrong-secret":
@@ -277,18 +277,20 @@ async def test_expired_key_is_refused_and_a_valid_second_key_works(tmp_path: Pat
 
 
 async def test_signed_malformed_body_is_malformed_and_answered(ingest: Harness) -> None:
-    record = ingest.signed(b"\xff\xfe not {json", request_id="bad-1", extra_headers=((h.REPLY_TO, b"t.responses"),))
+    record = ingest.signed(
+        b"\xff\xfe not {json", request_id="bad-1", extra_headers=((h.REPLY_TO, b"t.responses.billing"),)
+    )
 
     [outcome] = await ingest.run(record)
 
-    assert topics_of(outcome) == ["t.responses", "t.dlq", "t.ingest.seen"]
+    assert topics_of(outcome) == ["t.responses.billing", "t.dlq", "t.ingest.seen"]
     reply = error_of(outcome)
     assert (reply.code, reply.request_id, reply.stage) == ("malformed", "bad-1", "ingest")
     assert outcome.events[-1].client_id == "billing"
 
 
 async def test_signed_schema_invalid_body_is_answered_from_body_addressing(ingest: Harness) -> None:
-    document = {"request_id": "inv-1", "reply_to": "t.responses", "tenant": "acme", "messages": "no"}
+    document = {"request_id": "inv-1", "reply_to": "t.responses.billing", "tenant": "acme", "messages": "no"}
 
     [outcome] = await ingest.run(ingest.signed(document))
 
@@ -330,7 +332,7 @@ async def test_duplicates_within_one_batch_reach_the_pipeline_once(ingest: Harne
         ingest.signed(ingest.request("r-9")),
         ingest.signed(ingest.request("r-9"), timestamp=NOW - timedelta(seconds=1)),
     )
-    assert [topics_of(o)[0] for o in outcomes] == ["t.accepted", "t.responses"]
+    assert [topics_of(o)[0] for o in outcomes] == ["t.accepted", "t.responses.billing"]
     assert error_of(outcomes[1]).code == "duplicate_request"
 
 
@@ -396,7 +398,12 @@ async def test_requests_per_minute_are_admitted_by_the_log(tmp_path: Path) -> No
 
     outcomes = await ingest.run(*(ingest.signed(ingest.request()) for _ in range(4)))
 
-    assert [topics_of(o)[0] for o in outcomes] == ["t.accepted", "t.accepted", "t.responses", "t.responses"]
+    assert [topics_of(o)[0] for o in outcomes] == [
+        "t.accepted",
+        "t.accepted",
+        "t.responses.billing",
+        "t.responses.billing",
+    ]
     refusal = error_of(outcomes[2])
     assert refusal.code == "rate_limited" and "tenant 'acme'" in refusal.message
     assert refusal.retry_after == pytest.approx(30.0)  # the log's clock is 12:00:30
@@ -485,7 +492,7 @@ async def test_unavailable_quota_state_means_retry_then_fail_closed(tmp_path: Pa
     final = ingest.handler.give_up(record, result)
     assert error_of(final).code == "internal"
     assert "t.accepted" not in topics_of(final)
-    unsigned = ingest.incoming(record.value, [(h.REPLY_TO, b"t.responses")])
+    unsigned = ingest.incoming(record.value, [(h.REPLY_TO, b"t.responses.billing")])
     assert topics_of(ingest.handler.give_up(unsigned, result)) == ["t.dlq"]
 
 

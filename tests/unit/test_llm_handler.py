@@ -121,7 +121,7 @@ def incoming(
             model=model,
             messages=[ChatMessage(role="user", content=content)],
             params=params,
-            reply_to="t.responses",
+            reply_to="t.responses.billing",
         ),
         received_at=NOW - timedelta(seconds=1),
         deadline=deadline or NOW + timedelta(seconds=60),
@@ -197,8 +197,8 @@ async def test_every_target_failing_ends_failed_with_reply_dlq_and_audit() -> No
     outcome = await handler(provider).handle(record)
 
     records = by_topic(outcome)
-    assert set(records) == {"t.responses", "t.dlq"}
-    reply = ErrorReply.model_validate_json(records["t.responses"][0])
+    assert set(records) == {"t.responses.billing", "t.dlq"}
+    reply = ErrorReply.model_validate_json(records["t.responses.billing"][0])
     assert reply.code == "model_unavailable" and reply.stage == "llm-worker"
     assert "primary:503,primary:503,backup:503,backup:503" in reply.message
     [dead] = [r for r in outcome.records if r.topic == "t.dlq"]
@@ -211,7 +211,7 @@ async def test_every_target_failing_ends_failed_with_reply_dlq_and_audit() -> No
 async def test_unapproved_model_is_refused_without_a_call() -> None:
     provider = Provider()
     outcome = await handler(provider).handle(incoming(model="gpt-9-preview"))
-    reply = ErrorReply.model_validate_json(by_topic(outcome)["t.responses"][0])
+    reply = ErrorReply.model_validate_json(by_topic(outcome)["t.responses.billing"][0])
     assert reply.code == "model_not_allowed" and "gpt-9-preview" in reply.message
     assert provider.calls == []
     assert only_event(outcome).details.error_code == "model_not_allowed"
@@ -220,7 +220,7 @@ async def test_unapproved_model_is_refused_without_a_call() -> None:
 async def test_passed_deadline_fails_without_a_call() -> None:
     provider = Provider()
     outcome = await handler(provider).handle(incoming(deadline=NOW - timedelta(seconds=1)))
-    assert ErrorReply.model_validate_json(by_topic(outcome)["t.responses"][0]).code == "deadline_exceeded"
+    assert ErrorReply.model_validate_json(by_topic(outcome)["t.responses.billing"][0]).code == "deadline_exceeded"
     assert provider.calls == []
 
 

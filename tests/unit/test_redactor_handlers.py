@@ -102,7 +102,7 @@ def test_blocked_request_names_the_entity_types_never_the_values(redact: RedactH
     assert reply.code == "policy_blocked" and reply.stage == "redactor"
     assert "US_SSN" in reply.message and "hr-strict@7" in reply.message
     assert "536-90-4372" not in reply.message and "Jane" not in reply.message
-    assert [r.topic for r in outcome.records] == ["t.responses", "t.dlq"]
+    assert [r.topic for r in outcome.records] == ["t.responses.billing", "t.dlq"]
     audit = event(outcome)
     assert (audit.from_state, audit.to_state) == (State.ACCEPTED, State.BLOCKED)
     assert audit.details.policy_version == "hr-strict@7"

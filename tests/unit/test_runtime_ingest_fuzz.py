@@ -95,7 +95,7 @@ def accounted(record: Incoming, outcome: Outcome) -> str:
     assert headers[h.DLQ_REASON] and headers[h.ERROR_CODE]
     assert states == [(None, State.RECEIVED), (State.RECEIVED, State.REJECTED)]
     assert outcome.events[-1].details.error_code == headers[h.ERROR_CODE].decode()
-    assert set(topics) <= {TOPICS.dlq, TOPICS.responses, TOPICS.ingest_seen}
+    assert set(topics) <= {TOPICS.dlq, TOPICS.reply_topic("billing"), TOPICS.ingest_seen}
     return "refused"
 
 

@@ -143,7 +143,7 @@ def accepted(offset: int) -> Incoming:
         tenant="acme",
         model="gpt-4o-mini",
         messages=[ChatMessage(role="user", content="Jane Roe's contract")],
-        reply_to=TOPICS.responses,
+        reply_to=TOPICS.reply_topic("billing"),
     )
     envelope = Envelope(
         airlock_id=f"a-{offset}",

@@ -91,6 +91,11 @@ auditor:
 {{- toYaml (index .ctx.Values $meta.values) -}}
 {{- end -}}
 
+{{/* Kafka principal of a component (airlock.core.access): airlock-<service>, airlock-audit-reader, airlock-provisioning. */}}
+{{- define "airlock.kafkaPrincipal" -}}
+{{- if eq . "audit-replay" -}}airlock-audit-reader{{- else -}}{{- printf "airlock-%s" . -}}{{- end -}}
+{{- end -}}
+
 {{/* Consumer group of a component: airlock-<service>, as StageRuntime names it. */}}
 {{- define "airlock.consumerGroup" -}}
 {{- printf "airlock-%s" .component -}}
@@ -152,8 +157,30 @@ message naming the values to change.
 */}}
 {{- define "airlock.validate" -}}
 {{- $kafka := .Values.global.kafka -}}
-{{- if and (hasPrefix "SASL" $kafka.securityProtocol) (not $kafka.sasl.existingSecret) -}}
-{{- fail (printf "global.kafka.sasl.existingSecret is required with securityProtocol %s: create a Secret with keys %q and %q and name it here" $kafka.securityProtocol $kafka.sasl.usernameKey $kafka.sasl.passwordKey) -}}
+{{- if and (eq $kafka.securityProtocol "PLAINTEXT") (not $kafka.allowInsecure) -}}
+{{- fail "global.kafka.securityProtocol PLAINTEXT lets any client on the network act as any stage: use SASL_SSL (or SSL), or set global.kafka.allowInsecure: true for a throw-away cluster" -}}
+{{- end -}}
+{{- if hasPrefix "SASL" $kafka.securityProtocol -}}
+{{- $running := list -}}
+{{- range $component, $meta := fromYaml (include "airlock.components" .) -}}
+{{- if (index $.Values $meta.values).enabled -}}{{- $running = append $running $component -}}{{- end -}}
+{{- end -}}
+{{- if and .Values.provisioning.enabled (not .Values.strimzi.enabled) -}}{{- $running = append $running "provisioning" -}}{{- end -}}
+{{- if .Values.auditReplay.enabled -}}{{- $running = append $running "audit-replay" -}}{{- end -}}
+{{- range $running -}}
+{{- if not (index $kafka.sasl.credentials .) -}}
+{{- fail (printf "global.kafka.sasl.credentials.%s is required with securityProtocol %s: each stage and job logs in as its own principal (%s); create its Secret (password key %q) and name it here" . $kafka.securityProtocol (include "airlock.kafkaPrincipal" .) $kafka.sasl.passwordKey) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $component, $meta := fromYaml (include "airlock.components" .) -}}
+{{- $svc := index $.Values $meta.values -}}
+{{- if and $svc.enabled (not $svc.meshKeys.existingSecret) -}}
+{{- fail (printf "%s.meshKeys.existingSecret is required: the stage signs every record it writes with this key ring (`airlock ops mesh-keys --out DIR`, then `kubectl create secret generic <name> --from-file=signing-keys.json=DIR/%s.json`)" $meta.values $component) -}}
+{{- end -}}
+{{- if and $svc.enabled (not $.Values.global.mesh.trust.existingConfigMap) -}}
+{{- fail "global.mesh.trust.existingConfigMap is required: every stage checks what it reads against the stages' public keys (`kubectl create configmap <name> --from-file=trust.json=DIR/trust.json` after `airlock ops mesh-keys --out DIR`)" -}}
+{{- end -}}
 {{- end -}}
 {{- if and $kafka.tls.caSecret (not (has $kafka.securityProtocol (list "SSL" "SASL_SSL"))) -}}
 {{- fail (printf "global.kafka.tls.caSecret is set but securityProtocol is %s: use SSL or SASL_SSL, or unset the CA" $kafka.securityProtocol) -}}

@@ -9,6 +9,13 @@ templates/<component>/_helpers.tpl.
 {{- $meta := include "airlock.component" . | fromYaml -}}
 {{- if $svc.enabled -}}
 {{- $files := (include (printf "airlock.%s.files" .component) .ctx | fromYaml).files | default list -}}
+{{- /* Every stage: its own signing ring and the mesh's public keys (airlock.core.authenticity). */ -}}
+{{- with include "airlock.lib.secretFileMount" (dict "volume" "mesh-keys" "block" $svc.meshKeys "env" "AIRLOCK_MESH_SIGNING_KEYS_FILE") -}}
+{{- $files = append $files (fromYaml .) -}}
+{{- end -}}
+{{- with include "airlock.lib.configFileMount" (dict "ctx" .ctx "component" .component "what" "mesh-trust" "block" .ctx.Values.global.mesh.trust "env" "AIRLOCK_MESH_TRUST_FILE") -}}
+{{- $files = append $files (fromYaml .) -}}
+{{- end -}}
 {{- $checksums := dict "kafka" (include "airlock.lib.kafkaChecksum" .) -}}
 {{- range $files -}}
 {{- $_ := set $checksums .volume.name .checksum -}}

@@ -14,17 +14,22 @@ Kafka and topic settings, telemetry, the hardened security contexts and the writ
 - name: AIRLOCK_KAFKA_TOPIC_PREFIX
   value: {{ $kafka.topicPrefix | quote }}
 {{- if hasPrefix "SASL" $kafka.securityProtocol }}
+{{- $secret := index $kafka.sasl.credentials .component }}
 - name: AIRLOCK_KAFKA_SASL_MECHANISM
   value: {{ $kafka.sasl.mechanism | quote }}
 - name: AIRLOCK_KAFKA_SASL_USERNAME
+{{- if $kafka.sasl.usernameKey }}
   valueFrom:
     secretKeyRef:
-      name: {{ $kafka.sasl.existingSecret }}
+      name: {{ $secret }}
       key: {{ $kafka.sasl.usernameKey }}
+{{- else }}
+  value: {{ include "airlock.kafkaPrincipal" .component | quote }}
+{{- end }}
 - name: AIRLOCK_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $kafka.sasl.existingSecret }}
+      name: {{ $secret }}
       key: {{ $kafka.sasl.passwordKey }}
 {{- end }}
 {{- if $kafka.tls.caSecret }}
@@ -88,7 +93,7 @@ Kafka and topic settings, telemetry, the hardened security contexts and the writ
 {{/* Text whose digest rolls every pod when a referenced Secret changes name or key. */}}
 {{- define "airlock.lib.kafkaChecksum" -}}
 {{- $kafka := .ctx.Values.global.kafka -}}
-{{- printf "%s|%s|%s|%s|%s" $kafka.securityProtocol $kafka.sasl.existingSecret $kafka.sasl.usernameKey $kafka.sasl.passwordKey $kafka.tls.caSecret | sha256sum -}}
+{{- printf "%s|%s|%s|%s|%s" $kafka.securityProtocol (index $kafka.sasl.credentials .component | default "") $kafka.sasl.usernameKey $kafka.sasl.passwordKey $kafka.tls.caSecret | sha256sum -}}
 {{- end -}}
 
 {{/* Pod-level spec fields shared by every pod. Params: ctx. */}}

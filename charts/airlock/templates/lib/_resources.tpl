@@ -142,7 +142,7 @@ spec:
         {{- end }}
       {{- if include "airlock.lib.kedaAuthNeeded" $.ctx }}
       authenticationRef:
-        name: {{ include "airlock.fullname" $.ctx }}-kafka
+        name: {{ include "airlock.resourceName" $ }}-kafka
       {{- end }}
     {{- end }}
 {{- end }}

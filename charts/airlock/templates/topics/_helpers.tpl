@@ -10,3 +10,12 @@
 {{- .value -}}
 {{- end -}}
 {{- end -}}
+
+{{/* `--client <id>` for each of .Values.clients, as a YAML list (the provisioning Job's args). */}}
+{{- define "airlock.topics.clientArgs" -}}
+{{- $args := list -}}
+{{- range .Values.clients -}}
+{{- $args = concat $args (list "--client" .) -}}
+{{- end -}}
+{{- toYaml $args -}}
+{{- end -}}

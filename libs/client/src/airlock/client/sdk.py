@@ -52,7 +52,8 @@ class AirlockClient:
     """Sends requests to Airlock and awaits their replies.
 
     Use as an async context manager. Replies are read from ``reply_to`` (default: the
-    shared responses topic) with ``read_committed``, from the moment the client started.
+    client's own ``<prefix>responses.<client>``, which only its Kafka principal may read)
+    with ``read_committed``, from the moment the client started.
 
     Every record is signed with the client's credentials (``docs/signing.md``) and published
     to the request partition its ``(client, request id)`` maps to, where ingest looks for
@@ -66,7 +67,7 @@ class AirlockClient:
     Args:
         kafka: Connection settings.
         client_id: This internal system's id; defaults to the credentials' client.
-        reply_to: Reply topic; defaults to the shared ``<prefix>responses``.
+        reply_to: Reply topic; defaults to the client's own ``<prefix>responses.<client>``.
         credentials: Signing key; by default read from the environment
             (:meth:`ClientCredentials.from_env`). Without credentials records go out unsigned
             and ingest refuses them.
@@ -99,7 +100,7 @@ class AirlockClient:
         self._credentials = credentials
         self.topics = Topics(kafka.topic_prefix)
         self.client_id: str = resolved
-        self.reply_to = reply_to or self.topics.responses
+        self.reply_to = reply_to or self.topics.reply_topic(resolved)
         self._request_partitions = 0
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -122,13 +123,18 @@ class AirlockClient:
 
     async def start(self) -> None:
         """Connect, and start listening for replies from the current end of the reply topic."""
+        counts = await partition_counts(self._kafka, [self.reply_to, self.topics.requests])
+        count = counts.get(self.reply_to, 0)
+        if not count:
+            raise LookupError(
+                f"reply topic {self.reply_to} does not exist (or this principal may not read it): "
+                "provision the client with `airlock clients provision`"
+            )
+        self._request_partitions = counts.get(self.topics.requests, 0)
         self._producer = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all")
         await self._producer.start()
         self._consumer = committed_reader(self._kafka)
         await self._consumer.start()
-        counts = await partition_counts(self._kafka, [self.reply_to, self.topics.requests])
-        count = counts.get(self.reply_to, 0)
-        self._request_partitions = counts.get(self.topics.requests, 0)
         tps = [TopicPartition(self.reply_to, p) for p in range(count)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)

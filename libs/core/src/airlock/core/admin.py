@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from airlock.core.access import Acl
 from airlock.core.settings import KafkaSettings
 from airlock.core.topics import TopicSpec
 
@@ -112,3 +114,121 @@ async def partition_counts(kafka: KafkaSettings, names: list[str]) -> dict[str, 
         return {t["topic"]: (len(t["partitions"]) if t["error_code"] == 0 else 0) for t in described}
     finally:
         await admin.close()
+
+
+#: SCRAM iterations for new users (Kafka's minimum is 4096).
+SCRAM_ITERATIONS = 8192
+
+
+class AccessError(RuntimeError):
+    """The broker refused to create a user or an ACL (the message says which and why)."""
+
+
+def _apply_access_blocking(kafka: KafkaSettings, users: Mapping[str, str], acls: Sequence[Acl]) -> None:
+    # aiokafka has neither the SCRAM nor the ACL admin APIs; librdkafka has both.
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    client = AdminClient(kafka.librdkafka_config())
+    timeout = kafka.request_timeout_ms / 1000
+    failures: list[str] = []
+    if users:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(name, info, password.encode()) for name, password in users.items()
+        ]
+        for name, future in client.alter_user_scram_credentials(upserts, request_timeout=timeout).items():
+            try:
+                future.result()
+            except Exception as error:
+                failures.append(f"user {name}: {error}")
+    if acls:
+        bindings = [
+            AclBinding(
+                getattr(ResourceType, acl.resource),
+                acl.name,
+                getattr(ResourcePatternType, acl.pattern),
+                f"User:{acl.principal}",
+                "*",
+                getattr(AclOperation, acl.operation),
+                AclPermissionType.ALLOW,
+            )
+            for acl in sorted(set(acls))
+        ]
+        for binding, future in client.create_acls(bindings, request_timeout=timeout).items():
+            try:
+                future.result()
+            except Exception as error:
+                failures.append(f"acl {binding}: {error}")
+    if failures:
+        raise AccessError("; ".join(failures))
+
+
+async def apply_access(kafka: KafkaSettings, users: Mapping[str, str], acls: Sequence[Acl]) -> None:
+    """Create or update SCRAM-SHA-512 users and add ALLOW ACLs (idempotent; needs the admin).
+
+    Args:
+        kafka: The admin principal's connection.
+        users: ``name → password`` to create or update.
+        acls: Bindings to add (existing ones stay; nothing is removed).
+
+    Raises:
+        AccessError: When the broker refused any of them.
+    """
+    await asyncio.to_thread(_apply_access_blocking, kafka, dict(users), list(acls))
+
+
+def provision_blocking(
+    kafka: KafkaSettings,
+    specs: Sequence[TopicSpec],
+    *,
+    users: Mapping[str, str] | None = None,
+    acls: Sequence[Acl] = (),
+    timeout_s: float = 30.0,
+) -> None:
+    """:func:`provision` and :func:`apply_access` for callers without an event loop.
+
+    Creates the missing topics of ``specs`` (existing ones are left alone), the users and the
+    ACLs, and returns once every partition has a leader.
+
+    Raises:
+        AccessError: When the broker refused a topic, a user or an ACL.
+    """
+    from confluent_kafka import KafkaError as RdKafkaError
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import NewTopic as RdNewTopic
+
+    client = AdminClient(kafka.librdkafka_config())
+    if specs:
+        futures = client.create_topics(
+            [RdNewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.configs)) for s in specs],
+            request_timeout=kafka.request_timeout_ms / 1000,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as error:
+                code = error.args[0].code() if error.args and hasattr(error.args[0], "code") else None
+                if code != RdKafkaError.TOPIC_ALREADY_EXISTS:
+                    raise AccessError(f"topic {name}: {error}") from error
+    _apply_access_blocking(kafka, dict(users or {}), list(acls))
+    deadline = time.monotonic() + timeout_s
+    names = [s.name for s in specs]
+    while names and time.monotonic() < deadline:
+        metadata = client.list_topics(timeout=5).topics
+        if all(
+            n in metadata and metadata[n].partitions and all(p.leader >= 0 for p in metadata[n].partitions.values())
+            for n in names
+        ):
+            return
+        time.sleep(0.1)

@@ -69,6 +69,8 @@ class ErrorCode(StrEnum):
     """The tenant's or client's tokens-per-day quota is used up; see ``retry_after``."""
     BUDGET_EXCEEDED = "budget_exceeded"
     """The tenant's or client's cost budget for the month is spent; see ``retry_after``."""
+    UNAUTHENTIC_RECORD = "unauthentic_record"
+    """An internal record no stage that writes its topic signed (forged, altered or moved)."""
 
 
 class StageError(Exception):

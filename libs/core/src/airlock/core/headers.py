@@ -33,3 +33,6 @@ TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
 CONTROL = "airlock-control"
 """Marks a control record that is not data, e.g. ``checkpoint`` on the audit topic: the
 auditor's own nudge to sign a checkpoint while no audit events arrive."""
+STAGE_SIGNATURE = "airlock-stage-signature"
+"""``v1 <stage> <key id> <base64 Ed25519 signature>``: the stage that wrote an internal record
+(see :mod:`airlock.core.authenticity`)."""

@@ -87,8 +87,8 @@ class LLMRequest(_Model):
 class Usage(_Model):
     """Token counts reported by the model."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
@@ -253,7 +253,7 @@ class UsageRecord(_Model):
     served_model: str
     target: str | None = None
     usage: Usage
-    cost_usd: float = 0.0
+    cost_usd: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     cached: bool = False
     at: datetime = Field(default_factory=utcnow)
 

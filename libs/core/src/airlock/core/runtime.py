@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,16 @@ from faststream.asgi.types import Scope
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from airlock.core import headers as h
 from airlock.core import logs
+from airlock.core.authenticity import (
+    DoorCheck,
+    DoorCheckedProcessor,
+    MeshAuthenticity,
+    MeshSettings,
+    StageSigner,
+    writers_of,
+)
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.settings import KafkaSettings, StageSettings
 from airlock.core.stage import Incoming, Outcome, Processor, Result, StageContext
@@ -181,11 +190,20 @@ class StageRuntime:
         settings: StageSettings,
         max_in_flight: int = 1024,
         telemetry: Telemetry | None = None,
+        mesh: MeshSettings | None = None,
     ) -> None:
         self.service = service
         self.group_id = f"airlock-{service}"
         self.context = context
-        self._routes = dict(routes)
+        # Keys are read on start-up (building the app, e.g. for `faststream docs gen`, needs
+        # none); from then on every record out is signed and every internal record in checked.
+        self._mesh = mesh
+        self._authenticity: MeshAuthenticity | None = None
+        guarded = writers_of(context.topics) if mesh is not None else {}
+        self._routes: dict[str, Processor] = {
+            topic: DoorCheckedProcessor(processor, self.door, context) if topic in guarded else processor
+            for topic, processor in routes.items()
+        }
         self._kafka = kafka
         self._settings = settings
         self._partitions: dict[TopicPartition, _Partition] = {}
@@ -203,6 +221,8 @@ class StageRuntime:
             security=kafka.faststream_security(),
             request_timeout_ms=kafka.request_timeout_ms,
             client_id=self.group_id,
+            # Topics are provisioned by the admin; a stage's principal may not create any.
+            allow_auto_create_topics=False,
             logger=logging.getLogger("airlock.broker"),
             # Per-message "Received/Processed" lines only at DEBUG: ids, never payloads.
             log_level=logging.DEBUG,
@@ -261,6 +281,9 @@ class StageRuntime:
     async def _run_startup_hooks(self) -> None:
         # uvicorn installs its own log handlers when it starts; route them to ours again.
         logs.configure(self.service)
+        if self._mesh is not None:
+            # A missing or mismatched key fails the start, naming the variable.
+            self._authenticity = MeshAuthenticity.load(self.service, self.context.topics, self._mesh)
         await wait_for_kafka(self._kafka, self.service)
         await check_transactions(self._kafka, self.group_id)
         for hook in self._startup_hooks:
@@ -540,17 +563,41 @@ class StageRuntime:
                             record.topic,
                             record.value,
                             key=record.key,
-                            headers=list(record.headers),
+                            headers=self._signed(record.topic, record.key, record.value, record.headers),
                             partition=record.partition,
                         )
                     )
                 for event in outcome.events:
                     value, headers = self._instruments.audit_record(source, event)
-                    sent.append(await producer.send(audit_topic, value, key=event.airlock_id.encode(), headers=headers))
+                    key = event.airlock_id.encode()
+                    headers = self._signed(audit_topic, key, value, headers)
+                    sent.append(await producer.send(audit_topic, value, key=key, headers=headers))
             # A record the broker refused fails the transaction here, by name, instead of
             # leaving the commit to hang or its error to be logged as never retrieved.
             await asyncio.gather(*sent)
             await producer.send_offsets_to_transaction({part.tp: next_offset}, self.group_id)
+
+    def _signed(
+        self, topic: str, key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes]]
+    ) -> list[tuple[str, bytes]]:
+        """``headers`` with this stage's signature over the record (a copied one dropped)."""
+        kept = [(k, v) for k, v in headers if k != h.STAGE_SIGNATURE]
+        if self._mesh is None:
+            return kept
+        if self._authenticity is None:
+            raise RuntimeError("the stage's signing key is not loaded (start-up did not run)")
+        return [*kept, self._authenticity.signer.header(topic, key, value)]
+
+    def door(self) -> DoorCheck:
+        """The mesh's door check, once started (side channels check what they read with it)."""
+        if self._authenticity is None:
+            raise RuntimeError("the mesh's public keys are not loaded (start-up did not run)")
+        return self._authenticity.door
+
+    @property
+    def signer(self) -> StageSigner | None:
+        """The stage's signer, once started (side channels sign their records with it)."""
+        return self._authenticity.signer if self._authenticity else None
 
     @staticmethod
     def _reset(part: _Partition) -> None:

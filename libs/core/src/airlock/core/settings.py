@@ -67,6 +67,49 @@ class KafkaSettings(AirlockSettings):
             args["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
         return args
 
+    def librdkafka_config(self) -> dict[str, str | int | float | bool]:
+        """The same connection, as librdkafka (confluent-kafka) takes it."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.ssl_cafile and self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl.ca.location"] = self.ssl_cafile
+        if self.security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.sasl_mechanism or "PLAIN"
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        return config
+
+    def as_principal(self, username: str, password: str) -> KafkaSettings:
+        """These settings with another SASL user (SCRAM-SHA-512 unless a mechanism is set)."""
+        protocol = self.security_protocol if self.security_protocol.startswith("SASL") else "SASL_PLAINTEXT"
+        return self.model_copy(
+            update={
+                "security_protocol": protocol,
+                "sasl_mechanism": self.sasl_mechanism or "SCRAM-SHA-512",
+                "sasl_username": username,
+                "sasl_password": SecretStr(password),
+            }
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The ``AIRLOCK_KAFKA_*`` variables that reproduce these settings in another process."""
+        env = {
+            "AIRLOCK_KAFKA_BOOTSTRAP": self.bootstrap,
+            "AIRLOCK_KAFKA_SECURITY_PROTOCOL": self.security_protocol,
+            "AIRLOCK_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+        }
+        if self.sasl_mechanism:
+            env["AIRLOCK_KAFKA_SASL_MECHANISM"] = self.sasl_mechanism
+        if self.sasl_username:
+            env["AIRLOCK_KAFKA_SASL_USERNAME"] = self.sasl_username
+        if self.sasl_password:
+            env["AIRLOCK_KAFKA_SASL_PASSWORD"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            env["AIRLOCK_KAFKA_SSL_CAFILE"] = self.ssl_cafile
+        return env
+
     def faststream_security(self) -> Any:
         """The same connection security, as FastStream's broker takes it."""
         from faststream.security import (

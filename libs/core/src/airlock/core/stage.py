@@ -48,6 +48,8 @@ class Incoming:
         value: The exact bytes published.
         headers: Record headers, in order.
         timestamp_ms: The record's timestamp.
+        signed_by: The stage whose signature the runtime verified at the door, if the
+            topic is one that stages write (see :mod:`airlock.core.authenticity`).
     """
 
     topic: str
@@ -57,6 +59,7 @@ class Incoming:
     key: bytes | None = None
     headers: tuple[Header, ...] = ()
     timestamp_ms: int = 0
+    signed_by: str | None = None
 
     @property
     def source(self) -> str:

@@ -6,9 +6,26 @@ all go through :class:`Topics`.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 from airlock.core.settings import TopicSettings
+
+_TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+def topic_safe(identifier: str) -> str:
+    """``identifier`` as a topic-name (and principal-name) component, collision-free.
+
+    Identifiers made of Kafka's topic characters are kept as they are; any other one (client
+    ids may hold ``:@/``) is spelled with those characters replaced and a digest of the
+    original appended, so two ids never share a reply topic or a principal.
+    """
+    if _TOPIC_SAFE.match(identifier):
+        return identifier
+    digest = hashlib.sha256(identifier.encode()).hexdigest()[:12]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", identifier)[:80] + "-" + digest
 
 
 @dataclass(frozen=True)
@@ -57,8 +74,25 @@ class Topics:
 
     @property
     def responses(self) -> str:
-        """The default reply topic; callers may name others under it (``responses.<x>``)."""
+        """The root of every reply topic (``responses.<client>``); no topic of its own.
+
+        Replies carry restored answers, so each client reads its own topic only: there is no
+        shared reply topic.
+        """
         return self.name("responses")
+
+    def reply_topic(self, client_id: str) -> str:
+        """The reply topic of ``client_id`` (``<prefix>responses.<client>``), readable only by it."""
+        return f"{self.responses}.{topic_safe(client_id)}"
+
+    def reply_spec(self, client_id: str, settings: TopicSettings) -> TopicSpec:
+        """The provisioning spec of a client's reply topic."""
+        return TopicSpec(
+            self.reply_topic(client_id),
+            settings.partitions,
+            settings.replication_factor,
+            {"retention.ms": str(settings.transit_retention_ms)},
+        )
 
     @property
     def audit(self) -> str:
@@ -106,10 +140,8 @@ class Topics:
         return self.name("dlq")
 
     def is_reply_topic(self, topic: str) -> bool:
-        """Tell whether a caller may name ``topic`` as its reply topic."""
-        return topic == self.responses or (
-            topic.startswith(self.responses + ".") and len(topic) > len(self.responses) + 1
-        )
+        """Tell whether ``topic`` has a reply topic's name (``<prefix>responses.<name>``)."""
+        return topic.startswith(self.responses + ".") and len(topic) > len(self.responses) + 1
 
     def specs(self, settings: TopicSettings) -> list[TopicSpec]:
         """The topics to provision, with partitions and retention from ``settings``.
@@ -131,7 +163,6 @@ class Topics:
             spec(self.accepted, transit),
             spec(self.redacted, transit),
             spec(self.completions, transit),
-            spec(self.responses, transit),
             spec(self.dlq, {"retention.ms": str(settings.dlq_retention_ms)}),
             # Usage must outlive the longest budget window (a calendar month).
             spec(self.usage, {"retention.ms": str(settings.usage_retention_ms)}),

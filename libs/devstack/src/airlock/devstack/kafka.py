@@ -4,6 +4,11 @@ The jars are resolved once into ``~/.cache/airlock/kafka/<version>/libs`` with
 ``mvn dependency:copy-dependencies`` over a small pom (``kafka-pom.xml`` next to this
 module), then the broker runs as ``java -cp 'libs/*' kafka.Kafka server.properties``.
 
+The broker lets no one in unauthenticated: clients log in with SCRAM-SHA-512 on loopback, KRaft's
+``StandardAuthorizer`` denies what no ACL grants, and only the admin principal (whose password
+is generated with the storage) is a super user. Stages and clients get principals and ACLs
+from :mod:`airlock.core.access`.
+
 Why 4.4.0: it is the newest release, and aiokafka's idempotent and transactional producers
 work against it (checked by the integration tests, which run every stage transactionally).
 """
@@ -12,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -27,10 +34,24 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import SecretStr
+
+from airlock.core.settings import KafkaSettings
 from airlock.devstack.paths import cache_dir
 
 KAFKA_VERSION = "4.4.0"
+#: The SCRAM principal that provisions topics, users and ACLs (a super user).
+ADMIN_PRINCIPAL = "admin"
+_CONTROLLER_PRINCIPAL = "controller"
 log = logging.getLogger(__name__)
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a file only the current user can read (it holds passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
 
 
 class MissingPrerequisite(RuntimeError):
@@ -154,17 +175,94 @@ class LocalKafka:
         """The broker's own log."""
         return self.data_dir / "broker.log"
 
+    @property
+    def credentials_file(self) -> Path:
+        """The passwords of the broker's principals: its admin's, its controller's, every stage's and client's."""
+        return self.data_dir / "credentials.json"
+
+    def _credentials(self) -> dict[str, str]:
+        if self.credentials_file.exists():
+            stored: dict[str, str] = json.loads(self.credentials_file.read_text())
+            return stored
+        fresh = {ADMIN_PRINCIPAL: secrets.token_hex(24), _CONTROLLER_PRINCIPAL: secrets.token_hex(24)}
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            # Storage formatted before the broker required authentication: it has no admin
+            # user, and nobody could add one. Local data is disposable; start it afresh.
+            log.warning("Kafka storage in %s predates authentication; formatting it anew", self.data_dir)
+            shutil.rmtree(self.data_dir / "logs")
+        _write_private(self.credentials_file, json.dumps(fresh))
+        return fresh
+
+    @property
+    def admin_password(self) -> str:
+        """The admin principal's SCRAM password (generated with the storage)."""
+        return self._credentials()[ADMIN_PRINCIPAL]
+
+    def password(self, principal: str) -> str:
+        """The SCRAM password of ``principal`` on this broker, generated on first use.
+
+        Kept with the broker's data, not with whoever asks: users live in the cluster's
+        metadata, so two stacks sharing one broker must share the passwords too.
+        """
+        known = self._credentials()
+        if principal not in known:
+            known[principal] = secrets.token_urlsafe(24)
+            _write_private(self.credentials_file, json.dumps(known, indent=2, sort_keys=True))
+        return known[principal]
+
+    def principal_settings(self, principal: str, topic_prefix: str = "airlock.") -> KafkaSettings:
+        """Connection settings of one of this broker's principals (made on first use)."""
+        return self.settings_for(principal, self.password(principal), topic_prefix)
+
+    def admin_settings(self, topic_prefix: str = "airlock.") -> KafkaSettings:
+        """Connection settings of the admin principal (provisioning, tests' observers)."""
+        return self.settings_for(ADMIN_PRINCIPAL, self.admin_password, topic_prefix)
+
+    def settings_for(self, username: str, password: str, topic_prefix: str = "airlock.") -> KafkaSettings:
+        """Connection settings of a SCRAM principal of this broker."""
+        return KafkaSettings(
+            bootstrap=self.bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=username,
+            sasl_password=SecretStr(password),
+            topic_prefix=topic_prefix,
+        )
+
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets = self._credentials()
+        admin, controller = secrets[ADMIN_PRINCIPAL], secrets[_CONTROLLER_PRINCIPAL]
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": f"CLIENT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"CLIENT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            # Every listener authenticates: clients and the broker itself with SCRAM (users
+            # live in the cluster's metadata), broker-to-controller with PLAIN (KRaft
+            # controllers cannot check SCRAM, whose users they would have to read first).
+            "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.client.scram-sha-512.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN_PRINCIPAL}" password="{admin}";'
+            ),
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{_CONTROLLER_PRINCIPAL}" password="{controller}" '
+                f'user_{_CONTROLLER_PRINCIPAL}="{controller}";'
+            ),
+            # Deny by default: only ACLs (airlock.core.access) grant anything, but to the admin.
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN_PRINCIPAL};User:{_CONTROLLER_PRINCIPAL}",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
@@ -179,7 +277,7 @@ class LocalKafka:
             "log.retention.check.interval.ms": "60000",
         }
         config = self.data_dir / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        _write_private(config, "".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(
             _LOG4J2.format(log_file=self.log_file, level=os.environ.get("AIRLOCK_KAFKA_LOG_LEVEL", "WARN"))
         )
@@ -210,9 +308,21 @@ class LocalKafka:
         ]
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            admin = f"SCRAM-SHA-512=[name={ADMIN_PRINCIPAL},password={self.admin_password}]"
             formatted = subprocess.run(
                 # `=` form: a random id may start with "-", which argparse would take for an option.
-                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(config),
+                    # The admin's SCRAM user is written with the storage: nobody can add users
+                    # to a cluster that has none and lets no one in unauthenticated.
+                    "--add-scram",
+                    admin,
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -239,7 +349,7 @@ class LocalKafka:
             if self.process is not None and self.process.poll() is not None:
                 tail = (self.data_dir / "console.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"Kafka exited with code {self.process.returncode}:\n{tail}")
-            if _metadata_ok(self.bootstrap):
+            if _metadata_ok(self.admin_settings()):
                 return
             time.sleep(0.3)
         raise RuntimeError(f"Kafka did not become ready on {self.bootstrap} within {timeout_s:.0f}s")
@@ -279,15 +389,15 @@ class LocalKafka:
         self.stop()
 
 
-def _metadata_ok(bootstrap: str) -> bool:
-    """True when the broker answers a metadata request (checked from a private loop)."""
+def _metadata_ok(kafka: KafkaSettings) -> bool:
+    """True when the broker answers the admin's metadata request (checked from a private loop)."""
     outcome: list[bool] = []
 
     def probe() -> None:
         async def check() -> bool:
             from aiokafka.admin import AIOKafkaAdminClient
 
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(**{**kafka.client_args(), "request_timeout_ms": 3000})
             try:
                 await admin.start()
                 await admin.list_topics()
@@ -300,7 +410,7 @@ def _metadata_ok(bootstrap: str) -> bool:
         outcome.append(asyncio.run(check()))
 
     try:
-        with socket.create_connection(tuple(bootstrap.rsplit(":", 1)), timeout=1):  # type: ignore[arg-type]
+        with socket.create_connection(tuple(kafka.bootstrap.rsplit(":", 1)), timeout=1):  # type: ignore[arg-type]
             pass
     except OSError:
         return False

@@ -21,14 +21,11 @@ from typing import Any
 from airlock.core.admin import partition_counts
 from airlock.core.settings import KafkaSettings
 from airlock.core.topics import Topics
+from airlock.core.topology import SERVICE_MODULES, STAGES
 from airlock.devstack.kafka import free_port
 
-SERVICES: dict[str, str] = {
-    "ingest": "airlock.ingest.app:app",
-    "redactor": "airlock.redactor.app:app",
-    "llm-worker": "airlock.llm_worker.app:app",
-    "auditor": "airlock.auditor.app:app",
-}
+#: ``service → FastStream app``, from the topology.
+SERVICES: dict[str, str] = SERVICE_MODULES
 
 
 @dataclass
@@ -143,10 +140,12 @@ class Mesh:
     Args:
         env: Environment for every service (Kafka, topic prefix, keys, OpenAI endpoint).
         log_dir: One log file per replica is written here.
+        service_env: More environment per service (its own Kafka principal).
     """
 
     env: dict[str, str]
     log_dir: Path
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     replicas: dict[str, list[ServiceProcess]] = field(default_factory=dict)
 
     def start(self, service: str, count: int = 1) -> None:
@@ -170,7 +169,7 @@ class Mesh:
                     "--port",
                     str(port),
                 ],
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **self.service_env.get(service, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -233,12 +232,7 @@ class Mesh:
 
 def service_inputs(topics: Topics) -> dict[str, tuple[str, ...]]:
     """The input topics of each service (what its consumer group subscribes to)."""
-    return {
-        "ingest": (topics.requests,),
-        "redactor": (topics.accepted, topics.completions),
-        "llm-worker": (topics.redacted,),
-        "auditor": (topics.audit,),
-    }
+    return {spec.service: tuple(getattr(topics, base) for base in spec.inputs) for spec in STAGES}
 
 
 def readiness(replica: ServiceProcess) -> dict[str, Any] | None:

@@ -11,10 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from airlock.client import AirlockClient, ClientCredentials
-from airlock.core.admin import provision
+from airlock.core import access
+from airlock.core.admin import apply_access, provision, provision_blocking
+from airlock.core.authenticity import StageSigner
 from airlock.core.crypto import KeyRing
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.topics import Topics
+from airlock.core.topology import STAGES
 from airlock.devstack.kafka import LocalKafka, free_port
 from airlock.devstack.mesh import SERVICES, FakeOpenAIProcess, Mesh, wait_ready
 
@@ -45,6 +48,22 @@ def ensure_signing_keys(state: Path) -> Path:
     if not path.exists():
         write_secret(path, KeyRing.generate("dev-sig-1").to_json())
     return path
+
+
+def mesh_keys_dir(state: Path) -> Path:
+    """Each stage's signing key ring (``<stage>.json``) and the mesh's trust file (``trust.json``)."""
+    return state / "secrets" / "mesh"
+
+
+def ensure_mesh_keys(state: Path) -> Path:
+    """Every stage's Ed25519 signing ring and the trust file of their public keys, made on first use.
+
+    Returns:
+        The trust file.
+    """
+    from airlock.core.authenticity import write_mesh_keys
+
+    return write_mesh_keys(mesh_keys_dir(state))
 
 
 def witness_dir(state: Path) -> Path:
@@ -78,7 +97,7 @@ def ensure_clients_file(state: Path) -> Path:
             tenants=[ANY],
             models=[ANY],
             use_cases=[ANY],
-            reply_topics=[ANY],
+            reply_topics=[],
             max_prompt_chars=200_000,
             max_tokens=1_000_000,
             description="dev and test client: airlock send, the demo, the integration tests",
@@ -102,6 +121,23 @@ def dev_credentials(state: Path, client_id: str = DEV_CLIENT_ID) -> ClientCreden
         raise LookupError(f"no valid key for client {client_id!r} in {clients_file_path(state)}")
     key_id, key = newest
     return ClientCredentials(client_id=client_id, key_id=key_id, secret=key.secret)
+
+
+def local_principal_settings(settings: KafkaSettings, principal: str | None = None) -> KafkaSettings | None:
+    """``settings`` logged in as a principal of the local stack in ``state_dir()``, if one runs there.
+
+    Args:
+        settings: The environment's settings (bootstrap, prefix).
+        principal: A stage, client or audit-reader principal; ``None`` for the admin.
+    """
+    from airlock.devstack.kafka import ADMIN_PRINCIPAL
+    from airlock.devstack.paths import state_dir
+
+    broker = LocalKafka(state_dir(create=False) / "kafka")
+    if not broker.credentials_file.exists():
+        return None
+    name = principal or ADMIN_PRINCIPAL
+    return settings.as_principal(name, broker.password(name))
 
 
 def ensure_credentials_file(state: Path, client_id: str = DEV_CLIENT_ID) -> Path:
@@ -137,9 +173,42 @@ class LocalStack:
 
     @property
     def kafka_settings(self) -> KafkaSettings:
-        """Settings for clients of this stack."""
+        """The admin principal's settings (provisioning; tests observing every topic)."""
         assert self.kafka is not None
-        return KafkaSettings(bootstrap=self.kafka.bootstrap, topic_prefix=self.topic_prefix)
+        return self.kafka.admin_settings(self.topic_prefix)
+
+    def principal_settings(self, principal: str) -> KafkaSettings:
+        """Settings of one of this stack's principals (a stage, the audit reader, a client)."""
+        assert self.kafka is not None
+        return self.kafka.principal_settings(principal, self.topic_prefix)
+
+    def client_kafka_settings(self, client_id: str = DEV_CLIENT_ID) -> KafkaSettings:
+        """Settings of a client's own principal, provisioned (reply topic, user, ACLs) on first use."""
+        self.provision_client(client_id)
+        return self.principal_settings(access.client_principal(client_id))
+
+    def provision_client(self, client_id: str) -> None:
+        """Give ``client_id`` its reply topic, Kafka user and ACLs (idempotent)."""
+        assert self.kafka is not None
+        principal = access.client_principal(client_id)
+        provision_blocking(
+            self.kafka_settings,
+            [self.topics.reply_spec(client_id, self.topic_settings)],
+            users={principal: self.kafka.password(principal)},
+            acls=access.client_acls(client_id, self.topics),
+        )
+
+    @property
+    def reply_topics(self) -> list[str]:
+        """The reply topic of every client in the clients file."""
+        from airlock.ingest.clients import ClientsFile
+
+        return [self.topics.reply_topic(c) for c in sorted(ClientsFile.load(self.clients_file).clients)]
+
+    @property
+    def topic_settings(self) -> TopicSettings:
+        """Partitions and retention of this stack's topics."""
+        return TopicSettings(partitions=self.partitions)
 
     @property
     def topics(self) -> Topics:
@@ -163,8 +232,17 @@ class LocalStack:
         return self.fake.start()
 
     async def provision(self) -> list[str]:
-        """Create the topics (idempotent)."""
-        return await provision(self.kafka_settings, self.topics.specs(TopicSettings(partitions=self.partitions)))
+        """Create the topics, every principal and its ACLs, and each known client's reply topic (idempotent)."""
+        from airlock.ingest.clients import ClientsFile
+
+        clients = sorted(ClientsFile.load(self.clients_file).clients)
+        specs = self.topics.specs(self.topic_settings)
+        specs += [self.topics.reply_spec(client_id, self.topic_settings) for client_id in clients]
+        created = await provision(self.kafka_settings, specs)
+        assert self.kafka is not None
+        users = {principal: self.kafka.password(principal) for principal in access.principals(clients)}
+        await apply_access(self.kafka_settings, users, access.deployment_acls(self.topics, clients))
+        return created
 
     def service_env(self) -> dict[str, str]:
         """Environment shared by the services."""
@@ -172,24 +250,43 @@ class LocalStack:
         env = {
             "AIRLOCK_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "AIRLOCK_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+            "AIRLOCK_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "AIRLOCK_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "AIRLOCK_REDACTOR_VAULT_KEYS_FILE": str(ensure_vault_keys(self.state)),
             "AIRLOCK_INGEST_CLIENTS_FILE": str(ensure_clients_file(self.state)),
             "AIRLOCK_INGEST_CLIENTS_RELOAD_S": "1",
             "AIRLOCK_TOPICS_PARTITIONS": str(self.partitions),
             "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE": str(ensure_signing_keys(self.state)),
             "AIRLOCK_AUDITOR_WITNESS_DIR": str(witness_dir(self.state)),
+            "AIRLOCK_MESH_TRUST_FILE": str(ensure_mesh_keys(self.state)),
         }
         if self.fake is not None:
             env["AIRLOCK_LLM_WORKER_OPENAI_BASE_URL"] = self.fake.base_url
             env["AIRLOCK_LLM_WORKER_OPENAI_API_KEY"] = FAKE_API_KEY
         return {**env, **self.extra_env}
 
+    def stage_signer(self, service: str) -> StageSigner:
+        """Signs records as ``service`` does (tests that play a stage)."""
+        ensure_mesh_keys(self.state)
+        return StageSigner(service, KeyRing.from_json((mesh_keys_dir(self.state) / f"{service}.json").read_text()))
+
+    def stage_env(self, service: str) -> dict[str, str]:
+        """The environment that makes ``service`` log in as its own principal and sign as itself."""
+        assert self.kafka is not None
+        principal = access.stage_principal(service)
+        ensure_mesh_keys(self.state)
+        return {
+            "AIRLOCK_KAFKA_SASL_USERNAME": principal,
+            "AIRLOCK_KAFKA_SASL_PASSWORD": self.kafka.password(principal),
+            "AIRLOCK_MESH_SIGNING_KEYS_FILE": str(mesh_keys_dir(self.state) / f"{service}.json"),
+        }
+
     async def start_services(self, scale: dict[str, int] | None = None, timeout_s: float = 180.0) -> Mesh:
         """Start every service (``scale`` replicas each, default 1) and wait until ready."""
         logs = self.state / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         counts = {name: (scale or {}).get(name, 1) for name in SERVICES}
-        self.mesh = Mesh(self.service_env(), logs)
+        self.mesh = Mesh(self.service_env(), logs, {spec.service: self.stage_env(spec.service) for spec in STAGES})
         for name, count in counts.items():
             self.mesh.start(name, count)
         await wait_ready(self.kafka_settings, self.mesh, timeout_s)
@@ -206,7 +303,12 @@ class LocalStack:
 
     def client(self, client_id: str = DEV_CLIENT_ID, *, reply_to: str | None = None) -> AirlockClient:
         """An SDK client of this stack that signs as ``client_id`` (use ``async with``)."""
-        return AirlockClient(self.kafka_settings, client_id, reply_to=reply_to, credentials=self.credentials(client_id))
+        return AirlockClient(
+            self.client_kafka_settings(client_id),
+            client_id,
+            reply_to=reply_to,
+            credentials=self.credentials(client_id),
+        )
 
     def stop(self) -> None:
         """Stop services, the fake server and the broker, in that order (each even if one before failed)."""

@@ -21,6 +21,7 @@ from airlock.core import headers as h
 from airlock.core import logs
 from airlock.core.admin import partition_counts
 from airlock.core.anomaly import AnomalySettings, AuditWatch
+from airlock.core.authenticity import MeshSettings
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
@@ -67,6 +68,7 @@ def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
         kafka=settings.kafka,
         settings=settings,
         telemetry=telemetry,
+        mesh=load(MeshSettings),
     )
     runtime.observe(auditor_observer(telemetry.metrics, topics))
     if settings.witness_dir is not None:
@@ -91,12 +93,11 @@ def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
     tasks: list[asyncio.Task[None]] = []
 
     async def publish_tick(partition: int) -> None:
-        await producers[0].send_and_wait(
-            topics.audit,
-            b'{"control":"checkpoint"}',
-            partition=partition,
-            headers=[(h.CONTROL, CHECKPOINT_TICK.encode())],
-        )
+        value = b'{"control":"checkpoint"}'
+        headers = [(h.CONTROL, CHECKPOINT_TICK.encode())]
+        if runtime.signer is not None:
+            headers.append(runtime.signer.header(topics.audit, None, value))
+        await producers[0].send_and_wait(topics.audit, value, partition=partition, headers=headers)
 
     def owned() -> list[int]:
         return [tp.partition for tp in runtime.assigned if tp.topic == topics.audit]

@@ -134,7 +134,7 @@ class SealHandler:
             ticked = False
             sealed_at = format_time(utcnow())
             for incoming in batch:
-                if incoming.safe_header(h.CONTROL) == CHECKPOINT_TICK:
+                if incoming.safe_header(h.CONTROL) == CHECKPOINT_TICK and incoming.signed_by in (None, "auditor"):
                     ticked = True
                     results.append(Outcome())
                     continue
@@ -164,6 +164,10 @@ class SealHandler:
             return self._context.poison(
                 incoming, StageError(ErrorCode.SCHEMA_INVALID, "audit record is not an audit event")
             )
+        if incoming.signed_by is not None and event.stage != incoming.signed_by:
+            # Signed by a stage, but in another stage's name: the evidence would lie.
+            reason = f"audit event of stage {event.stage[:32]!r} signed by stage {incoming.signed_by}"
+            return self._context.poison(incoming, StageError(ErrorCode.UNAUTHENTIC_RECORD, reason))
         if event.event_id in chain.recent:
             return Outcome()  # already sealed: a replayed stage re-emitted it
         source = (incoming.topic, incoming.partition, incoming.offset)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from airlock.core import logs
 from airlock.core.admin import partition_counts
+from airlock.core.authenticity import MeshSettings
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import SettingsError, load
 from airlock.core.stage import StageContext
@@ -38,7 +39,8 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
     registry = ClientRegistry(settings.clients_file)
-    feed = QuotaFeed(settings.kafka, topics)
+    # Usage counts only when the llm-worker signed it (the runtime loads the keys on start).
+    feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door())
     watch = PartitionWatch(settings.kafka, topics.requests)
     tasks: list[asyncio.Task[None]] = []
 
@@ -61,6 +63,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         kafka=settings.kafka,
         settings=settings,
         telemetry=telemetry,
+        mesh=load(MeshSettings),
     )
     runtime.observe(ingest_observer(telemetry.metrics))
     runtime.readiness_check("clients", lambda: None if registry.version else "clients file not loaded")

@@ -13,14 +13,16 @@ A YAML file mounted from a Kubernetes Secret (``AIRLOCK_INGEST_CLIENTS_FILE``), 
         tenants: [acme]
         models: [gpt-4o-mini]
         use_cases: [default]
-        reply_topics: [airlock.responses, airlock.responses.billing]
+        reply_topics: []   # besides its own airlock.responses.billing
         max_prompt_chars: 20000
         max_tokens: 1024
         limits: {requests_per_minute: 120}
 
-Everything is denied unless listed. A list entry is an exact name or a glob (``*`` alone
-allows anything; ``airlock.responses.billing.*`` a family of topics). A ``"*"`` entry under
-``tenants`` declares every other tenant, with its limits. A limit left out is not enforced.
+Everything is denied unless listed. A client always may name its own reply topic,
+``<prefix>responses.<client>``, which only its Kafka principal can read. A list entry is an
+exact name or a glob (``*`` alone allows anything; ``airlock.responses.billing.*`` a family
+of topics). A ``"*"`` entry under ``tenants`` declares every other tenant, with its limits.
+A limit left out is not enforced.
 
 Secrets never leave this module as text: they are :class:`~pydantic.SecretStr`, error
 messages name fields, never values, and :meth:`ClientsFile.describe` prints no key material.
@@ -107,7 +109,8 @@ class ClientPolicy(_Strict):
         tenants: Tenants it may bill.
         models: Logical models it may call.
         use_cases: Use cases it may name.
-        reply_topics: Reply topics it may name (always also under ``<prefix>responses``).
+        reply_topics: Reply topics it may name besides its own ``<prefix>responses.<client>``
+            (each must also lie under ``<prefix>responses.``).
         max_prompt_chars: Largest prompt (all messages) it may send.
         max_tokens: Largest ``max_tokens`` it may ask for.
         limits: Per-client quotas, on top of the tenant's.

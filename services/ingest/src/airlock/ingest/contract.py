@@ -27,7 +27,8 @@ on another partition is moved there first (one extra hop). Unsigned or badly sig
 are dead-lettered and audited, never answered."""
 
 REPLIES = f"""One reply per request, keyed by `request_id`, on the `reply_to` topic the request
-named (`airlock.responses` or `airlock.responses.<name>`, if the client may use it). Header
+named: the client's own `airlock.responses.<client>` (readable only by the client's Kafka
+principal), or another `airlock.responses.<name>` that the client's grants name. Header
 `{h.REPLY_KIND}` is `completion` or `error`; so is the body's `kind`. Errors carry a stable
 `code` (see `airlock.core.errors.ErrorCode`), a human `message`, the `request_id`, and for
 quota and rate refusals `retry_after` (seconds); `replayed` and `duplicate_request` name the
@@ -46,7 +47,9 @@ def contract() -> AsyncAPI:
     async def request(body: LLMRequest) -> None:
         """A signed request from an internal system."""
 
-    broker.publisher(topics.responses, title="replies", description=REPLIES, schema=CompletionReply | ErrorReply)
+    broker.publisher(
+        topics.responses + ".{client}", title="replies", description=REPLIES, schema=CompletionReply | ErrorReply
+    )
     return AsyncAPI(
         broker,
         title="Airlock request/reply contract",

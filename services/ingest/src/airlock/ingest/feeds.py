@@ -14,14 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from airlock.core.admin import partition_counts
+from airlock.core.authenticity import DoorCheck, RecordRefused
 from airlock.core.models import UsageRecord
 from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
@@ -61,9 +62,10 @@ class QuotaFeed:
         topics: Topic names.
     """
 
-    def __init__(self, kafka: KafkaSettings, topics: Topics) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: Topics, *, door: Callable[[], DoorCheck] | None = None) -> None:
         self._kafka = kafka
         self._topics = topics
+        self._door = door
         self.arbiter = RateArbiter()
         self.book = UsageBook()
         self._admissions = TopicPartition(topics.ingest_admissions, 0)
@@ -155,7 +157,7 @@ class QuotaFeed:
                 batches = await self._consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for record in records:
-                        self._apply(tp, record.value or b"", record.timestamp)
+                        self._apply(tp, record)
                 position = await self._consumer.position(self._admissions)
                 if not self._ready.is_set():
                     behind = [tp for tp, end in targets.items() if await self._consumer.position(tp) < end]
@@ -173,14 +175,23 @@ class QuotaFeed:
                 self.book.prune(datetime.now(UTC))
                 last_prune = time.monotonic()
 
-    def _apply(self, tp: TopicPartition, value: bytes, timestamp_ms: int) -> None:
+    def _apply(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        value = record.value or b""
         try:
             if tp == self._admissions:
-                self.arbiter.apply(AdmissionIntent.model_validate_json(value), timestamp_ms)
-            else:
-                self.book.add(UsageRecord.model_validate_json(value))
+                self.arbiter.apply(AdmissionIntent.model_validate_json(value), record.timestamp)
+                return
+            if self._door is not None:
+                # Spend counts only when the llm-worker signed it: a forged record could
+                # otherwise reset (or exhaust) a tenant's budget.
+                self._door().signer(tp.topic, record.key, value, [(k, v or b"") for k, v in record.headers or ()])
+            self.book.add(UsageRecord.model_validate_json(value))
         except ValidationError:
             log.warning("skipping unreadable record on %s/%d", tp.topic, tp.partition)
+        except RecordRefused as refused:
+            log.warning(
+                "skipping unauthentic usage record at %s/%d@%d: %s", tp.topic, tp.partition, record.offset, refused
+            )
 
 
 async def quota_snapshot(kafka: KafkaSettings, topics: Topics, timeout_s: float = 60.0) -> QuotaFeed:

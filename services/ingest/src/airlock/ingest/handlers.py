@@ -344,7 +344,7 @@ class IngestHandler:
     ) -> Outcome:
         """Refuse an authenticated record: reply if its client may use the topic, DLQ, audit."""
         reply_to = request.reply_to if request else _addressing_of(incoming)[1]
-        allowed = reply_to if may_reply(sender.policy, reply_to, self._context.topics) else None
+        allowed = reply_to if may_reply(sender.client_id, sender.policy, reply_to, self._context.topics) else None
         details = request_details(request, incoming.source) if request else AuditDetails(source=incoming.source)
         extra = {"key_id": sender.key_id}
         if error.duplicate_of:

@@ -8,13 +8,19 @@ from airlock.core.topics import Topics
 from airlock.ingest.clients import ClientPolicy, ClientsFile, Limits, allows
 
 
-def may_reply(policy: ClientPolicy, reply_to: str | None, topics: Topics) -> bool:
-    """Whether errors for this client may go to ``reply_to``.
+def may_reply(client_id: str, policy: ClientPolicy, reply_to: str | None, topics: Topics) -> bool:
+    """Whether replies for this client may go to ``reply_to``.
 
-    Only a reply topic under ``<prefix>responses`` that the client's ``reply_topics`` list
-    names: a client can never make Airlock write into another system's topics.
+    Its own reply topic (``<prefix>responses.<client>``), or another one under
+    ``<prefix>responses.`` that the client's ``reply_topics`` list names: a client can never
+    make Airlock write into another system's topics, nor into another client's replies
+    unless the clients file says so.
     """
-    return bool(reply_to) and topics.is_reply_topic(str(reply_to)) and allows(policy.reply_topics, str(reply_to))
+    if not reply_to:
+        return False
+    return reply_to == topics.reply_topic(client_id) or (
+        topics.is_reply_topic(reply_to) and allows(policy.reply_topics, reply_to)
+    )
 
 
 def authorize(policy: ClientPolicy, clients: ClientsFile, request: LLMRequest, topics: Topics) -> Limits:
@@ -29,7 +35,7 @@ def authorize(policy: ClientPolicy, clients: ClientsFile, request: LLMRequest, t
             ``param_not_allowed``.
     """
     client = request.client_id
-    if not may_reply(policy, request.reply_to, topics):
+    if not may_reply(client, policy, request.reply_to, topics):
         raise StageError(
             ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
             f"client {client!r} may not name reply topic {request.reply_to!r}",

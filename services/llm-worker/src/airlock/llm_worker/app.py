@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airlock.core import logs
 from airlock.core.admin import partition_counts
+from airlock.core.authenticity import MeshSettings
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
@@ -55,6 +56,7 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
         settings=settings,
         max_in_flight=settings.max_concurrency * 2,
         telemetry=telemetry,
+        mesh=load(MeshSettings),
     )
     runtime.observe(worker_observer(telemetry.metrics))
     targets = [target.name for target in routing_table(settings).targets()]

@@ -6,6 +6,7 @@ import asyncio
 
 from airlock.core import logs
 from airlock.core.anomaly import AnomalySettings
+from airlock.core.authenticity import MeshSettings
 from airlock.core.crypto import KeyRing, load_key_ring
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
@@ -53,6 +54,7 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
         kafka=settings.kafka,
         settings=settings,
         telemetry=telemetry,
+        mesh=load(MeshSettings),
     )
     runtime.observe(redactor_observer(telemetry.metrics))
     warmed: list[bool] = []

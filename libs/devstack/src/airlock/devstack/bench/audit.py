@@ -104,7 +104,7 @@ def audit_records(
             tenant=tenants[i % len(tenants)],
             model="gpt-4o-mini",
             messages=[ChatMessage(role="user", content="redacted")],
-            reply_to=topics.responses,
+            reply_to=topics.reply_topic("bench"),
         )
         airlock_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench/{i}"))
         partition = int(hashlib.sha256(airlock_id.encode()).hexdigest(), 16) % partitions

@@ -62,7 +62,7 @@ from airlock.devstack.bench.watch import (
 )
 from airlock.devstack.eval.dataset import Sample, generate
 from airlock.devstack.eval.report import Score
-from airlock.devstack.stack import LocalStack
+from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class AirlockBench:
         mesh = await self.stack.start_services(self.scale, timeout_s=300)
         topics = self.stack.topics
         self.ledger = await TopicFollower(
-            self.stack.kafka_settings, [topics.ledger, topics.responses], on_record=self._on_record
+            self.stack.kafka_settings, [topics.ledger, topics.reply_topic(DEV_CLIENT_ID)], on_record=self._on_record
         ).start()
         processes = {f"{p.service}-{p.replica}": p.process.pid for ps in mesh.replicas.values() for p in ps}
         assert self.stack.kafka is not None and self.stack.kafka.process is not None

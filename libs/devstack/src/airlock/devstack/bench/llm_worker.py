@@ -48,17 +48,18 @@ import aiohttp
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from airlock.core import headers as h
-from airlock.core.admin import provision
+from airlock.core.authenticity import StageSigner
 from airlock.core.lifecycle import State
 from airlock.core.models import ChatMessage, ChatParams, Envelope, LLMRequest, RedactionSummary, SealedVault, utcnow
-from airlock.core.settings import KafkaSettings, TopicSettings
+from airlock.core.settings import KafkaSettings
 from airlock.core.stage import Incoming, StageContext
 from airlock.core.topics import Topics
 from airlock.devstack.bench import Measurement, StolenCpu, load
 from airlock.devstack.bench.load import percentile
 from airlock.devstack.bench.watch import TopicFollower
-from airlock.devstack.kafka import LocalKafka, free_port
+from airlock.devstack.kafka import free_port
 from airlock.devstack.mesh import FakeOpenAIProcess, Mesh, wait_ready
+from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack
 
 SUITE = "llm-worker"
 MODEL_LATENCY_MS = 300.0
@@ -108,7 +109,7 @@ async def bare_http_floor(fake: FakeOpenAIProcess, seconds: float, rate: float) 
     worker's own figure is the worker's minus this, percentile by percentile (how gateway
     overhead is usually reported: p99 through the gateway minus p99 direct).
     """
-    prompt = envelope(0, "bench.responses").request
+    prompt = envelope(0, "bench.responses.bench").request
     body = {"model": prompt.model, "messages": [m.model_dump() for m in prompt.messages], "max_tokens": 200}
     url = f"{fake.base_url}/chat/completions"
     async with aiohttp.ClientSession(headers={"authorization": f"Bearer {API_KEY}"}) as session:
@@ -164,7 +165,9 @@ async def added_latency(fake: FakeOpenAIProcess, seconds: float, rate: float, *,
     handler = worker.handler
     count = int(seconds * rate)
     records = [
-        Incoming(topic=topics.redacted, partition=0, offset=i, value=envelope(i, topics.responses).to_bytes())
+        Incoming(
+            topic=topics.redacted, partition=0, offset=i, value=envelope(i, topics.reply_topic("bench")).to_bytes()
+        )
         for i in range(count + WARM_UP)
     ]
     prompts = [Envelope.model_validate_json(record.value).request.messages[-1].content for record in records]
@@ -255,28 +258,32 @@ class _CompletionWatch:
 
 async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seconds: float) -> list[Measurement]:
     """One llm-worker process on a real broker: drain rate, then open-loop end-to-end latency."""
-    broker = LocalKafka(state / "kafka", port=free_port()).start()
+    # The local stack's broker (SASL, ACLs) and keys, but only the llm-worker runs: the bench
+    # plays the redactor, signing the envelopes it publishes with the redactor's key.
+    stack = LocalStack(state, topic_prefix="bench.", partitions=PARTITIONS)
+    stack.start_broker()
     mesh: Mesh | None = None
     try:
-        kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench.")
-        topics = Topics(kafka.topic_prefix)
-        await provision(kafka, topics.specs(TopicSettings(partitions=PARTITIONS)))
+        await stack.provision()
+        kafka = stack.kafka_settings
+        topics = stack.topics
+        redactor = stack.stage_signer("redactor")
         producer = AIOKafkaProducer(**kafka.client_args(), acks="all", linger_ms=5)
         await producer.start()
         watch = _CompletionWatch(kafka, topics.completions)
+        reply_to = topics.reply_topic(DEV_CLIENT_ID)
         try:
-            preloaded = [envelope(i, topics.responses) for i in range(preload)]
-            await _publish(producer, topics.redacted, preloaded)
+            preloaded = [envelope(i, reply_to) for i in range(preload)]
+            await _publish(producer, topics.redacted, preloaded, redactor)
             await watch.follower.start()
             mesh = Mesh(
                 {
-                    "AIRLOCK_KAFKA_BOOTSTRAP": kafka.bootstrap,
-                    "AIRLOCK_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-                    "AIRLOCK_TOPICS_PARTITIONS": str(PARTITIONS),
+                    **stack.service_env(),
                     "AIRLOCK_LLM_WORKER_OPENAI_BASE_URL": fake.base_url,
                     "AIRLOCK_LLM_WORKER_OPENAI_API_KEY": API_KEY,
                 },
                 state / "logs",
+                {"llm-worker": stack.stage_env("llm-worker")},
             )
             (state / "logs").mkdir(exist_ok=True)
             mesh.start("llm-worker", 1)
@@ -291,7 +298,7 @@ async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seco
             drain_rate = (high - low) / (times[high] - times[low])
 
             latencies: list[float] = []
-            live = [envelope(i, topics.responses) for i in range(int(seconds * RATE))]
+            live = [envelope(i, reply_to) for i in range(int(seconds * RATE))]
             sent_at: dict[str, float] = {}
             started = time.perf_counter()
             for index, item in enumerate(live):
@@ -300,7 +307,10 @@ async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seco
                     await asyncio.sleep(delay)
                 sent_at[item.airlock_id] = time.perf_counter()
                 await producer.send(
-                    topics.redacted, item.to_bytes(), key=item.airlock_id.encode(), headers=_headers(item)
+                    topics.redacted,
+                    item.to_bytes(),
+                    key=item.airlock_id.encode(),
+                    headers=_headers(item, topics.redacted, redactor),
                 )
             await producer.flush()
             await watch.wait_for([e.airlock_id for e in live], timeout_s=120)
@@ -311,7 +321,7 @@ async def through_kafka(fake: FakeOpenAIProcess, state: Path, preload: int, seco
     finally:
         if mesh is not None:
             mesh.stop()
-        broker.stop()
+        stack.stop()
     e2e_note = f"{len(latencies)} requests open-loop at {RATE:g}/s: publish → committed completion visible"
     return [
         Measurement(
@@ -350,13 +360,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _headers(item: Envelope) -> list[tuple[str, bytes]]:
-    return [(h.AIRLOCK_ID, item.airlock_id.encode()), (h.REQUEST_ID, item.request.request_id.encode())]
+def _headers(item: Envelope, topic: str, signer: StageSigner) -> list[tuple[str, bytes]]:
+    value, key = item.to_bytes(), item.airlock_id.encode()
+    return [
+        (h.AIRLOCK_ID, key),
+        (h.REQUEST_ID, item.request.request_id.encode()),
+        signer.header(topic, key, value),
+    ]
 
 
-async def _publish(producer: AIOKafkaProducer, topic: str, items: Sequence[Envelope]) -> None:
+async def _publish(producer: AIOKafkaProducer, topic: str, items: Sequence[Envelope], signer: StageSigner) -> None:
     for item in items:
-        await producer.send(topic, item.to_bytes(), key=item.airlock_id.encode(), headers=_headers(item))
+        await producer.send(topic, item.to_bytes(), key=item.airlock_id.encode(), headers=_headers(item, topic, signer))
     await producer.flush()
 
 

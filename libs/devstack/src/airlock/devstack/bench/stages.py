@@ -35,15 +35,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from airlock.core import headers as h
 from airlock.core.admin import partition_counts
 from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
+from airlock.core.topics import Topics
 from airlock.devstack.bench import Measurement
 from airlock.devstack.bench.e2e import MODEL, PARAMS, TENANT, prompts
 from airlock.devstack.bench.watch import ProcessMonitor, TopicFollower, until_reached
 from airlock.devstack.kafka import LocalKafka, free_port
 from airlock.devstack.mesh import FakeOpenAIProcess, Mesh, wait_ready
-from airlock.devstack.stack import LocalStack
+from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,12 @@ def drain_rate(times: Sequence[float]) -> float:
     return (high - low) / span if span > 0 else float("nan")
 
 
-async def copy_topic(kafka: KafkaSettings, source: str, target: str) -> int:
-    """Copy every committed record of ``source`` to the same partition of ``target``; return the count."""
+async def copy_topic(kafka: KafkaSettings, source: str, target: str, stack: LocalStack | None = None) -> int:
+    """Copy every committed record of ``source`` to the same partition of ``target``; return the count.
+
+    With ``stack``, each record is signed anew by the stage that signed it, for ``target``: a
+    stage signature binds the topic, so a copied one would (rightly) be refused at the door.
+    """
     counts = await partition_counts(kafka, [source])
     consumer = committed_reader(kafka)
     producer = AIOKafkaProducer(**kafka.client_args(), acks="all", linger_ms=5, max_batch_size=1_048_576)
@@ -106,15 +112,25 @@ async def copy_topic(kafka: KafkaSettings, source: str, target: str) -> int:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for record in batch.get(tp, []):
-                    await producer.send(
-                        target, record.value, key=record.key, headers=list(record.headers or ()), partition=tp.partition
-                    )
+                    headers = list(record.headers or ())
+                    if stack is not None:
+                        headers = _resigned(stack, target, record.key, record.value, headers)
+                    await producer.send(target, record.value, key=record.key, headers=headers, partition=tp.partition)
                     copied += 1
         await producer.flush()
     finally:
         await consumer.stop()
         await producer.stop()
     return copied
+
+
+def _resigned(
+    stack: LocalStack, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+) -> list[tuple[str, bytes]]:
+    """``headers`` with the signing stage's signature redone for ``topic``."""
+    signed = [v.decode().split(" ")[1] for k, v in headers if k == h.STAGE_SIGNATURE]
+    kept = [(k, v) for k, v in headers if k != h.STAGE_SIGNATURE]
+    return [*kept, *(stack.stage_signer(stage).header(topic, key, value) for stage in signed)]
 
 
 async def _run_cascade(
@@ -132,9 +148,10 @@ async def _run_cascade(
         kafka = stack.kafka_settings
         # Replies (and error replies) go to each request's reply topic: the first prefix's.
         first = done_prefixes[0] if done_prefixes else stack.topic_prefix
-        outputs = [(first if name == "responses" else stack.topic_prefix) + name for name in stage.outputs]
+        replies = Topics(first).reply_topic(DEV_CLIENT_ID)
+        outputs = [replies if name == "responses" else stack.topic_prefix + name for name in stage.outputs]
         follower = await TopicFollower(kafka, outputs).start(from_end=True)
-        mesh = Mesh(stack.service_env(), logs)
+        mesh = Mesh(stack.service_env(), logs, {stage.service: stack.stage_env(stage.service)})
         mesh.start(stage.service, replicas)
         monitor = ProcessMonitor({f"{p.service}-{p.replica}": p.process.pid for p in mesh.replicas[stage.service]})
         try:
@@ -148,7 +165,7 @@ async def _run_cascade(
                 sources = done_prefixes if stage.service == "auditor" else done_prefixes[-1:]
                 for prefix in sources:
                     for name in stage.inputs:
-                        expected += await copy_topic(kafka, prefix + name, stack.topic_prefix + name)
+                        expected += await copy_topic(kafka, prefix + name, stack.topic_prefix + name, stack)
             finished = await _wait_outputs(follower, outputs, expected)
             cpu = sum(monitor.cpu_seconds().values()) - cpu_before
         finally:

@@ -94,7 +94,8 @@ def clients_add(
     model: Annotated[list[str], typer.Option(help="A model it may use (repeat; globs allowed).")],
     use_case: Annotated[list[str] | None, typer.Option(help="A use case it may name (repeat).")] = None,
     reply_topic: Annotated[
-        list[str] | None, typer.Option(help="A reply topic it may name (repeat; default <prefix>responses).")
+        list[str] | None,
+        typer.Option(help="Another reply topic it may name, besides its own <prefix>responses.<client> (repeat)."),
     ] = None,
     max_prompt_chars: Annotated[int, typer.Option(min=1, help="Largest prompt it may send.")] = 20_000,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens it may ask for.")] = 1024,
@@ -116,14 +117,13 @@ def clients_add(
         fail(f"client {client_id!r} exists; use --update to change its grants or `rotate` for a new key")
     if existing is None and update:
         fail(f"client {client_id!r} does not exist")
-    prefix = kafka_settings().topic_prefix
     try:
         policy = ClientPolicy(
             keys=existing.keys if existing else {},
             tenants=tenant,
             models=model,
             use_cases=use_case or ["default"],
-            reply_topics=reply_topic or [f"{prefix}responses"],
+            reply_topics=reply_topic or [],
             max_prompt_chars=max_prompt_chars,
             max_tokens=max_tokens,
             limits=Limits(requests_per_minute=rpm, tokens_per_day=tokens_per_day, cost_per_month_usd=cost_per_month),
@@ -200,3 +200,52 @@ def clients_remove(
     clients = _with_client(path, client_id)
     clients.without_client(client_id).save(path)
     typer.echo(f"removed client {client_id}")
+
+
+@app.command("provision")
+def clients_provision(
+    client_id: Annotated[str, typer.Argument(help="The client to give a reply topic, a Kafka user and ACLs.")],
+    password_out: Annotated[
+        Path | None, typer.Option(help="Write the new Kafka password here (mode 0600) instead of printing it.")
+    ] = None,
+) -> None:
+    """Create a client's reply topic, its Kafka principal and its ACLs (needs the admin's Kafka login).
+
+    The client may then write the request topic and read its own reply topic, nothing else.
+    Beside the local stack the password is kept in its state (``airlock send`` finds it);
+    elsewhere a new one is made and shown once. With Strimzi, apply
+    ``airlock ops acls --format strimzi --client ID`` instead.
+    """
+    import secrets
+
+    from airlock.core import access
+    from airlock.core.admin import AccessError, provision_blocking
+    from airlock.core.settings import TopicSettings, load
+    from airlock.core.topics import Topics
+    from airlock.devstack.kafka import LocalKafka
+    from airlock.devstack.paths import state_dir
+    from airlock.devstack.stack import local_principal_settings, write_secret
+
+    kafka = kafka_settings()
+    topics = Topics(kafka.topic_prefix)
+    principal = access.client_principal(client_id)
+    local = local_principal_settings(kafka) is not None
+    broker = LocalKafka(state_dir(create=False) / "kafka")
+    password = broker.password(principal) if local else secrets.token_urlsafe(24)
+    try:
+        provision_blocking(
+            kafka,
+            [topics.reply_spec(client_id, load(TopicSettings))],
+            users={principal: password},
+            acls=access.client_acls(client_id, topics),
+        )
+    except AccessError as error:
+        fail(str(error))
+    typer.echo(f"{client_id}: Kafka user {principal}, reply topic {topics.reply_topic(client_id)}", err=True)
+    if local:
+        return
+    if password_out is not None:
+        write_secret(password_out, password)
+        typer.echo(f"Kafka password of {principal} written to {password_out}", err=True)
+    else:
+        typer.echo(f"Kafka password of {principal} (shown once): {password}")

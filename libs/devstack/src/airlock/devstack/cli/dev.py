@@ -148,20 +148,36 @@ def dev_fake_openai(
 
 
 @app.command("env")
-def dev_env() -> None:
-    """Print the environment to run one service by hand against `airlock dev up`'s stack."""
+def dev_env(
+    service: Annotated[
+        str, typer.Option(help="The service to run: its Kafka principal and signing key (ingest, redactor…).")
+    ] = "ingest",
+) -> None:
+    """Print the environment to run one service by hand against `airlock dev up`'s stack.
+
+    It holds that service's Kafka password (the local stack's, from .airlock/): paste it into a
+    shell, not into a file anyone else reads.
+    """
+    from airlock.core.access import stage_principal
+    from airlock.devstack.mesh import SERVICES
     from airlock.devstack.paths import state_dir
     from airlock.devstack.stack import (
         ensure_clients_file,
         ensure_credentials_file,
+        ensure_mesh_keys,
         ensure_signing_keys,
         ensure_vault_keys,
+        mesh_keys_dir,
         witness_dir,
     )
 
-    kafka = kafka_settings()
-    typer.echo(f"export AIRLOCK_KAFKA_BOOTSTRAP={kafka.bootstrap}")
-    typer.echo(f"export AIRLOCK_KAFKA_TOPIC_PREFIX={kafka.topic_prefix}")
+    if service not in SERVICES:
+        fail(f"--service {service!r}: expected one of {', '.join(SERVICES)}")
+    kafka = kafka_settings(stage_principal(service))
+    for name, value in kafka.environment().items():
+        typer.echo(f"export {name}={value}")
+    typer.echo(f"export AIRLOCK_MESH_TRUST_FILE={ensure_mesh_keys(state_dir())}")
+    typer.echo(f"export AIRLOCK_MESH_SIGNING_KEYS_FILE={mesh_keys_dir(state_dir()) / f'{service}.json'}")
     typer.echo(f"export AIRLOCK_REDACTOR_VAULT_KEYS_FILE={ensure_vault_keys(state_dir())}")
     typer.echo(f"export AIRLOCK_INGEST_CLIENTS_FILE={ensure_clients_file(state_dir())}")
     typer.echo(f"export AIRLOCK_CLIENT_CREDENTIALS_FILE={ensure_credentials_file(state_dir())}")

@@ -547,3 +547,69 @@ def chart_topics_text() -> str:
 def ops_chart_topics() -> None:
     """Print the chart's topic table (charts/airlock/files/topics.yaml) derived from Topics.specs."""
     typer.echo(chart_topics_text(), nl=False)
+
+
+@app.command("acls")
+def ops_acls(
+    client: Annotated[
+        list[str] | None,
+        typer.Option(help="A client to include (repeat; default: every client of --clients-file, if given)."),
+    ] = None,
+    clients_file: Annotated[
+        str | None, typer.Option(help="Include every client of this clients file.", show_default=False)
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table, json or strimzi (KafkaUser resources).")] = "table",
+    cluster: Annotated[str, typer.Option(help="Strimzi: the Kafka cluster's name (strimzi.io/cluster).")] = "kafka",
+    namespace: Annotated[str | None, typer.Option(help="Strimzi: the KafkaUsers' namespace.")] = None,
+) -> None:
+    """Print the least-privilege ACLs of a deployment: one principal per stage, the audit reader, each client.
+
+    Derived from the topology (airlock.core.topology) and AIRLOCK_KAFKA_TOPIC_PREFIX. The admin
+    principal that provisions topics, users and ACLs is the only super user and is not listed.
+    """
+    import yaml
+
+    from airlock.core import access
+
+    clients = list(client or [])
+    if clients_file:
+        from pathlib import Path
+
+        from airlock.ingest.clients import ClientsFile
+
+        clients += sorted(set(ClientsFile.load(Path(clients_file)).clients) - set(clients))
+    topics = Topics(load_topic_prefix())
+    acls = access.deployment_acls(topics, clients)
+    if output == "table":
+        typer.echo(access.as_table(acls))
+    elif output == "json":
+        typer.echo(json.dumps(access.as_json(acls), indent=2))
+    elif output == "strimzi":
+        typer.echo(yaml.safe_dump_all(access.strimzi_users(acls, cluster, namespace), sort_keys=False), nl=False)
+    else:
+        fail(f"--format {output!r}: expected table, json or strimzi")
+
+
+def load_topic_prefix() -> str:
+    """The topic prefix from AIRLOCK_KAFKA_TOPIC_PREFIX (no broker needed)."""
+    from airlock.core.settings import load
+
+    return load(KafkaSettings).topic_prefix
+
+
+@app.command("mesh-keys")
+def ops_mesh_keys(
+    out: Annotated[str, typer.Option(help="Directory for <stage>.json (secret) and trust.json (public).")],
+) -> None:
+    """Make each stage's signing key ring and the mesh's trust file (idempotent; keeps existing rings).
+
+    Put each <stage>.json in that stage's own Secret (<stage>.meshKeys.existingSecret in the
+    chart) and trust.json in a ConfigMap (global.mesh.trust.existingConfigMap). To rotate, add a
+    key to a ring with the new one active and re-run: trust.json then lists both.
+    """
+    from pathlib import Path
+
+    from airlock.core.authenticity import write_mesh_keys
+
+    trust = write_mesh_keys(Path(out))
+    typer.echo(f"signing rings and {trust} written to {out}; the rings are secrets, the trust file is not")

@@ -31,10 +31,11 @@ def send(
     AIRLOCK_CLIENT_KEY_ID, AIRLOCK_CLIENT_SECRET), else from the local stack's clients file.
     """
     from airlock.client import AirlockClient, ReplyTimeout
+    from airlock.core.access import client_principal
     from airlock.core.models import ErrorReply
 
-    kafka = kafka_settings()
     credentials = find_credentials(client_id)
+    kafka = kafka_settings(client_principal(credentials.client_id))
 
     async def run() -> Any:
         async with AirlockClient(kafka, credentials=credentials) as client:

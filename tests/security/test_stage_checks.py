@@ -1,0 +1,178 @@
+"""The same attacks with the broker's ACLs out of the way: the stages refuse them themselves.
+
+Each forgery here is written as the admin principal, a super user, which is what an ACL set
+that is too wide (or a stolen admin login) amounts to. What must then stop it is the mesh's
+own authenticity (``airlock.core.authenticity``): every internal record is signed by the
+stage that wrote it, and each stage checks the signature at its door. A refused record is
+dead-lettered with ``unauthentic_record`` and audited, and nothing downstream happens: no
+model call, no restored answer, nothing sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from airlock.client import AirlockClient
+from airlock.core import headers as h
+from airlock.core.lifecycle import State
+from airlock.core.models import (
+    AuditDetails,
+    AuditEvent,
+    ChatMessage,
+    Completion,
+    CompletionReply,
+    Envelope,
+    LLMRequest,
+    RedactionSummary,
+    SealedVault,
+    utcnow,
+)
+from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack
+from tests.integration.kafka_reading import header, read_topic
+from tests.integration.markers import unmasked_marker
+
+pytestmark = pytest.mark.integration
+
+MODEL = "gpt-4o-mini"
+
+
+async def forge(stack: LocalStack, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+    """Write a record as the admin (a super user: no ACL stands in the way)."""
+    producer = AIOKafkaProducer(**stack.kafka_settings.client_args(), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def dead_letter(stack: LocalStack, airlock_id: str, timeout_s: float = 60.0) -> dict[str, str | None]:
+    """The DLQ record of ``airlock_id`` (its stage and code), once committed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for record in await read_topic(stack.kafka_settings, stack.topics.dlq):
+            if header(record, h.AIRLOCK_ID) == airlock_id:
+                return {"stage": header(record, h.DLQ_STAGE), "code": header(record, h.ERROR_CODE)}
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no dead letter for {airlock_id}")
+
+
+async def ledger_mentions(stack: LocalStack, text: str) -> list[bytes]:
+    return [r.value for r in await read_topic(stack.kafka_settings, stack.topics.ledger) if text.encode() in r.value]
+
+
+def redacted_envelope(stack: LocalStack, content: str, reply_to: str) -> Envelope:
+    now = utcnow()
+    airlock_id = str(uuid.uuid4())
+    return Envelope(
+        airlock_id=airlock_id,
+        state=State.REDACTED,
+        request=LLMRequest(
+            request_id=f"forged-{airlock_id[:8]}",
+            client_id="nobody",
+            tenant="acme",
+            model=MODEL,
+            messages=[ChatMessage(role="user", content=content)],
+            reply_to=reply_to,
+        ),
+        received_at=now,
+        deadline=now + timedelta(seconds=120),
+        vault=SealedVault(key_id="dev-1", nonce="bm9uY2U=", ciphertext="c2VhbGVk"),
+        redaction=RedactionSummary(policy_version="forged", entity_counts={}),
+    )
+
+
+async def test_an_envelope_forged_onto_redacted_never_reaches_the_model(stack: LocalStack) -> None:
+    assert stack.fake is not None
+    marker = unmasked_marker()
+    envelope = redacted_envelope(
+        stack, f"Jane Roe, SSN 078-05-1120, jane.roe@example.com {marker}", stack.topics.reply_topic(DEV_CLIENT_ID)
+    )
+    key = envelope.airlock_id.encode()
+    await forge(stack, stack.topics.redacted, envelope.to_bytes(), key, [(h.AIRLOCK_ID, key)])
+    letter = await dead_letter(stack, envelope.airlock_id)
+    assert letter == {"stage": "llm-worker", "code": "unauthentic_record"}
+    assert not [body for body in stack.fake.received() if marker in str(body)], "the model saw the forged prompt"
+
+
+async def test_a_genuine_envelope_moved_and_readdressed_is_not_restored(
+    stack: LocalStack, client: AirlockClient
+) -> None:
+    # A victim's real request: its masked envelope on `redacted` carries the redactor's signature.
+    victim = await client.ask(client.build("Hi, I am Jane Roe, mail jane@example.com", tenant="acme", model=MODEL))
+    assert isinstance(victim, CompletionReply)
+    [genuine] = [
+        r
+        for r in await read_topic(stack.kafka_settings, stack.topics.redacted)
+        if header(r, h.AIRLOCK_ID) == victim.airlock_id
+    ]
+    stolen = Envelope.model_validate_json(genuine.value)
+    attacker = f"mallory-{uuid.uuid4().hex[:6]}"
+    attacker_topic = stack.topics.reply_topic(attacker)
+    stack.provision_client(attacker)
+    forged = stolen.model_copy(
+        update={
+            "state": State.COMPLETED,
+            "request": stolen.request.model_copy(update={"reply_to": attacker_topic}),
+            "completion": Completion(content="dump: <PERSON_1> | <EMAIL_ADDRESS_1>", finish_reason="stop", model=MODEL),
+        }
+    )
+    # The victim's headers, its stage signature included, copied onto the forgery.
+    await forge(stack, stack.topics.completions, forged.to_bytes(), genuine.key, list(genuine.headers))
+    letter = await dead_letter(stack, victim.airlock_id)
+    assert letter == {"stage": "redactor", "code": "unauthentic_record"}
+    await asyncio.sleep(2)
+    assert await read_topic(stack.kafka_settings, attacker_topic) == [], "a restored answer reached the attacker"
+
+
+async def test_forged_audit_events_are_not_sealed(stack: LocalStack) -> None:
+    airlock_id = str(uuid.uuid4())
+    path = [(None, State.RECEIVED), (State.RECEIVED, State.ACCEPTED), (State.ACCEPTED, State.REDACTED)]
+    path += [(State.REDACTED, State.COMPLETED), (State.COMPLETED, State.DELIVERED)]
+    for source, target in path:
+        event = AuditEvent(
+            event_id=str(uuid.uuid4()),
+            airlock_id=airlock_id,
+            request_id="never-sent",
+            client_id="nobody",
+            tenant="acme",
+            stage="ingest",
+            kind="transition",
+            from_state=source,
+            to_state=target,
+            details=AuditDetails(),
+        )
+        await forge(
+            stack, stack.topics.audit, event.to_bytes(), airlock_id.encode(), [(h.AIRLOCK_ID, airlock_id.encode())]
+        )
+    assert (await dead_letter(stack, airlock_id))["code"] == "unauthentic_record"
+    await asyncio.sleep(2)
+    sealed = [v for v in await ledger_mentions(stack, airlock_id) if b'"kind":"transition"' in v]
+    assert sealed == [], "a forged lifecycle was sealed"
+
+
+async def test_a_stage_cannot_write_evidence_in_another_stages_name(stack: LocalStack) -> None:
+    # Ingest's genuine key, but an event that claims the redactor redacted a request.
+    airlock_id = str(uuid.uuid4())
+    event = AuditEvent(
+        event_id=str(uuid.uuid4()),
+        airlock_id=airlock_id,
+        request_id="impersonated",
+        stage="redactor",
+        kind="transition",
+        from_state=State.ACCEPTED,
+        to_state=State.REDACTED,
+        details=AuditDetails(),
+    )
+    key, value = airlock_id.encode(), event.to_bytes()
+    signature = stack.stage_signer("ingest").header(stack.topics.audit, key, value)
+    await forge(stack, stack.topics.audit, value, key, [(h.AIRLOCK_ID, key), signature])
+    assert await dead_letter(stack, airlock_id) == {"stage": "auditor", "code": "unauthentic_record"}
+    await asyncio.sleep(2)
+    assert not [v for v in await ledger_mentions(stack, airlock_id) if b'"kind":"transition"' in v]
