@@ -260,3 +260,16 @@ def test_a_failing_batch_scan_falls_back_to_each_answer_alone(redact: RedactHand
 
     assert _delivered(first)[0] == "Ask Jane Roe."
     assert isinstance(second, RuntimeError), "the bad answer alone is retried"
+
+
+@pytest.mark.parametrize("reply_to", ["t.ledger", "t.audit", "payments.secrets", "t.responses"])
+def test_a_restored_answer_never_goes_to_anything_but_a_reply_topic(
+    redact: RedactHandler, restore: RestoreHandler, reply_to: str
+) -> None:
+    answer = completed(redact.handle(accepted("I am Jane Roe")), "Hello <PERSON_1>")
+    envelope = Envelope.model_validate_json(answer.value)
+    readdressed = envelope.model_copy(update={"request": envelope.request.model_copy(update={"reply_to": reply_to})})
+    outcome = restore.handle(Incoming(answer.topic, 0, 10, readdressed.to_bytes(), timestamp_ms=1))
+    assert [r.topic for r in outcome.records] == ["t.dlq"]
+    assert event(outcome).details.error_code == "reply_topic_not_allowed"
+    assert restore.handle(answer).records[0].topic == "t.responses.billing"  # the genuine one is answered

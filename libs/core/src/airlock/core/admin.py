@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -124,6 +125,17 @@ class AccessError(RuntimeError):
     """The broker refused to create a user or an ACL (the message says which and why)."""
 
 
+def _failures(what: str, futures: Mapping[Any, Any]) -> list[str]:
+    """``what <item>: <reason>`` for each of librdkafka's futures that failed (it raises KafkaException)."""
+    failed = []
+    for item, future in futures.items():
+        try:
+            future.result()
+        except Exception as error:  # each failure is reported; none hides another
+            failed.append(f"{what} {item}: {error}")
+    return failed
+
+
 def _apply_access_blocking(kafka: KafkaSettings, users: Mapping[str, str], acls: Sequence[Acl]) -> None:
     # aiokafka has neither the SCRAM nor the ACL admin APIs; librdkafka has both.
     from confluent_kafka.admin import (
@@ -147,11 +159,7 @@ def _apply_access_blocking(kafka: KafkaSettings, users: Mapping[str, str], acls:
         upserts: list[UserScramCredentialAlteration] = [
             UserScramCredentialUpsertion(name, info, password.encode()) for name, password in users.items()
         ]
-        for name, future in client.alter_user_scram_credentials(upserts, request_timeout=timeout).items():
-            try:
-                future.result()
-            except Exception as error:
-                failures.append(f"user {name}: {error}")
+        failures += _failures("user", client.alter_user_scram_credentials(upserts, request_timeout=timeout))
     if acls:
         bindings = [
             AclBinding(
@@ -165,11 +173,7 @@ def _apply_access_blocking(kafka: KafkaSettings, users: Mapping[str, str], acls:
             )
             for acl in sorted(set(acls))
         ]
-        for binding, future in client.create_acls(bindings, request_timeout=timeout).items():
-            try:
-                future.result()
-            except Exception as error:
-                failures.append(f"acl {binding}: {error}")
+        failures += _failures("acl", client.create_acls(bindings, request_timeout=timeout))
     if failures:
         raise AccessError("; ".join(failures))
 

@@ -347,6 +347,11 @@ class RestoreHandler:
         except StageError as error:
             return context.poison(incoming, error)
         request, completion = envelope.request, envelope.completion
+        if not context.topics.is_reply_topic(request.reply_to):
+            # A restored answer is the caller's PII in clear: it goes to a reply topic or nowhere
+            # (never the ledger, the audit topic or a foreign system's topic).
+            refused = StageError(ErrorCode.REPLY_TOPIC_NOT_ALLOWED, "restored answers go only to reply topics")
+            return context.poison(incoming, refused)
         policy = self._redactor.policy_for(request.tenant, request.use_case)
         try:
             mapping = open_map(self._ring, envelope.airlock_id, envelope.vault)
