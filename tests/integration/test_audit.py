@@ -127,7 +127,9 @@ async def test_replay_over_the_broker_reports_every_lifecycle_complete_and_the_e
     exported = await airlock(stack, "audit", "export", "--out", str(bundle), *selection, "--witness", witness)
     assert exported.exit_code == 0, exported.output
     offline = CliRunner().invoke(
-        app, ["audit", "verify", str(bundle), "--format", "json"], env={"AIRLOCK_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+        app,
+        ["audit", "verify", str(bundle), "--format", "json", "--trust-bundled-keys"],
+        env={"AIRLOCK_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
     )
     assert offline.exit_code == 0, offline.output
     verified = json.loads(offline.output)
@@ -138,7 +140,7 @@ async def test_replay_over_the_broker_reports_every_lifecycle_complete_and_the_e
     records = ledger_file.read_bytes().splitlines()
     records[0] = records[0].replace(b'"stage":"ingest"', b'"stage":"ingesT"', 1)
     ledger_file.write_bytes(b"\n".join(records) + b"\n")
-    tampered = CliRunner().invoke(app, ["audit", "verify", str(bundle)])
+    tampered = CliRunner().invoke(app, ["audit", "verify", str(bundle), "--trust-bundled-keys"])
     assert tampered.exit_code == 1 and "modified" in tampered.output
 
 

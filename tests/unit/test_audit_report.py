@@ -178,7 +178,9 @@ def test_replay_and_verify_commands_write_reports_in_every_format(sealed, tmp_pa
     runner = CliRunner()
     for output_format in ("table", "json", "html"):
         out = tmp_path / f"report.{output_format}"
-        result = runner.invoke(app, ["audit", "verify", str(bundle), "--format", output_format, "--out", str(out)])
+        result = runner.invoke(
+            app, ["audit", "verify", str(bundle), "--format", output_format, "--out", str(out), "--trust-bundled-keys"]
+        )
         assert result.exit_code == 0, result.output
         assert "VALID" in result.output and out.stat().st_size > 0
     assert json.loads((tmp_path / "report.json").read_text())["ok"] is True

@@ -57,8 +57,16 @@ def integrity(report: Report) -> list[tuple[str, int | None, int | None]]:
 
 
 def cli_verify(bundle: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["audit", "verify", str(bundle), *args])
+    pinned = {"--keys", "--witness"} & set(args)
+    trust = [] if pinned else ["--trust-bundled-keys"]
+    result = CliRunner().invoke(app, ["audit", "verify", str(bundle), *args, *trust])
     return result.exit_code, result.output
+
+
+def test_a_bundle_is_unverified_without_keys_the_verifier_trusts(bundle: Path) -> None:
+    result = CliRunner().invoke(app, ["audit", "verify", str(bundle)])
+    assert result.exit_code == 3 and "UNVERIFIED" in result.output
+    assert cli_verify(bundle)[0] == 0  # the same bundle, its own keys accepted explicitly
 
 
 def test_untouched_bundle_verifies_clean(bundle: Path) -> None:

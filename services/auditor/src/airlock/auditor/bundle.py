@@ -45,9 +45,10 @@ _README = """# Airlock audit evidence
 
 Ledger `{ledger}`, exported {exported_at}.
 
-Check it with `airlock audit verify .` (no Kafka, no network needed). For independent
-assurance, pin the signing keys (`--keys FILE`, obtained from the operator out of band) and
-read the witness from its write-once store (`--witness ROOT`) instead of this copy.
+Check it with `airlock audit verify . --keys FILE` (no Kafka, no network needed), with the
+signing keys obtained from the operator out of band, and read the witness from its write-once
+store (`--witness ROOT`) instead of this copy. Without pinned keys the bundle would vouch for
+itself: verify reports UNVERIFIED (exit 3) unless `--trust-bundled-keys` is given.
 
 To check it by other means:
 

@@ -250,7 +250,7 @@ def audit_export(
         f"{manifest['checkpoints']} checkpoints, keys {', '.join(manifest['keys']) or 'none'}"
         f"{', the witness' if manifest['witness'] else ' (no witness)'} to {out}"
     )
-    typer.echo(f"verify offline with: airlock audit verify {out}")
+    typer.echo(f"verify offline with: airlock audit verify {out} --keys <the ledger's public keys>")
 
 
 @app.command("verify")
@@ -263,12 +263,29 @@ def audit_verify(
     ] = None,
     keys: KeysFile = None,
     max_in_flight: MaxInFlight = 900.0,
+    trust_bundled_keys: Annotated[
+        bool,
+        typer.Option(
+            help="Accept the public keys inside the bundle itself (whoever can rewrite the bundle can rewrite them)."
+        ),
+    ] = False,
 ) -> None:
-    """Verify an exported bundle offline (no Kafka, no network): the same checks and report as `replay`."""
+    """Verify an exported bundle offline (no Kafka, no network): the same checks and report as `replay`.
+
+    The signatures prove something only against keys the verifier already trusts: pin them
+    with --keys (from `airlock audit keys`) or --witness. Without either, the bundle vouches for
+    itself, and the result is UNVERIFIED (exit 3) unless --trust-bundled-keys says that is enough.
+    """
     from airlock.auditor.bundle import BundleError, read_bundle, read_manifest
     from airlock.auditor.verify import verify
 
     _check_format(output_format)
+    if keys is None and witness is None and not trust_bundled_keys:
+        fail(
+            "UNVERIFIED: no pinned keys; the bundle's own keys would vouch for the bundle. "
+            "Pass --keys FILE (from `airlock audit keys`) or --witness DIR, or --trust-bundled-keys",
+            code=3,
+        )
     try:
         evidence = read_bundle(directory, pinned=_pinned(keys), witness_root=witness)
         selection = read_manifest(directory).selection
