@@ -67,6 +67,20 @@ class Gate:
         return [self.arbiter.apply(intent, self.log_ms) for intent in intents]
 
 
+class ReplyTopicsSeen:
+    """Reply topics as a TopicWatch would report them: all exist but those named ``missing``."""
+
+    def __init__(self) -> None:
+        self.missing: set[str] = set()
+        self.looked_up: list[list[str]] = []
+
+    def exists(self, topic: str) -> bool:
+        return topic not in self.missing
+
+    async def look_up(self, names: Sequence[str]) -> None:
+        self.looked_up.append(list(names))
+
+
 class Harness:
     def __init__(self, tmp_path: Path, file: ClientsFile | None = None) -> None:
         self.path = tmp_path / "clients.yaml"
@@ -74,6 +88,7 @@ class Harness:
         self.registry = ClientRegistry(self.path)
         self.registry.load()
         self.gate = Gate()
+        self.reply_topics = ReplyTopicsSeen()
         self.stored: list[SeenRecord] = []
         self.offset = 0
         self.handler = IngestHandler(
@@ -82,6 +97,7 @@ class Harness:
             self.registry,
             load_seen=self.load_seen,
             quota=self.gate,
+            reply_topics=self.reply_topics,
             partitions=lambda: PARTITIONS,
             clock=lambda: NOW,
         )
@@ -380,16 +396,45 @@ async def test_authorization_is_deny_by_default(ingest: Harness, changes: dict, 
 
 
 @pytest.mark.parametrize("reply_to", ["t.responses.payroll", "t.dlq", "payments.secrets"])
-async def test_reply_topic_outside_the_grant_gets_dlq_only(ingest: Harness, reply_to: str) -> None:
+async def test_reply_topic_outside_the_grant_is_refused_on_the_clients_own_topic(
+    ingest: Harness, reply_to: str
+) -> None:
     [outcome] = await ingest.run(ingest.signed(ingest.request(reply_to=reply_to)))
 
-    assert topics_of(outcome) == ["t.dlq", "t.ingest.seen"]
+    assert topics_of(outcome) == ["t.responses.billing", "t.dlq", "t.ingest.seen"]
     assert code_of(outcome) == "reply_topic_not_allowed"
 
 
-async def test_other_errors_of_a_client_without_that_reply_topic_go_to_dlq_only(ingest: Harness) -> None:
+async def test_other_errors_of_a_client_naming_a_foreign_reply_topic_go_to_its_own(ingest: Harness) -> None:
     [outcome] = await ingest.run(ingest.signed(ingest.request(reply_to="t.responses.payroll", tenant="globex")))
+    assert topics_of(outcome) == ["t.responses.billing", "t.dlq", "t.ingest.seen"]
+
+
+async def test_a_reply_topic_that_does_not_exist_is_refused_up_front(ingest: Harness) -> None:
+    """A reply to a missing topic could never be committed: the partition would wedge on it."""
+    ingest.registry.current.clients["billing"].reply_topics.append("t.responses.*")
+    ingest.reply_topics.missing = {"t.responses.nowhere"}
+
+    [outcome] = await ingest.run(ingest.signed(ingest.request(reply_to="t.responses.nowhere")))
+
+    assert code_of(outcome) == "reply_topic_not_allowed"
+    assert topics_of(outcome) == ["t.responses.billing", "t.dlq", "t.ingest.seen"]
+    assert ["t.responses.billing", "t.responses.nowhere"] in ingest.reply_topics.looked_up
+
+
+async def test_no_reply_at_all_when_even_the_clients_own_topic_is_missing(ingest: Harness) -> None:
+    ingest.reply_topics.missing = {"t.responses.billing"}
+    [outcome] = await ingest.run(ingest.signed(ingest.request(tenant="globex")))
     assert topics_of(outcome) == ["t.dlq", "t.ingest.seen"]
+
+
+async def test_an_unreadable_body_is_answered_on_the_clients_own_topic_never_the_unsigned_header(
+    ingest: Harness,
+) -> None:
+    record = ingest.signed(b"{not json", request_id="raw-1", extra_headers=((h.REPLY_TO, b"t.responses.payroll"),))
+    [outcome] = await ingest.run(record)
+    assert code_of(outcome) == "malformed"
+    assert topics_of(outcome)[0] == "t.responses.billing"
 
 
 async def test_requests_per_minute_are_admitted_by_the_log(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -54,11 +55,25 @@ def documents(draw: st.DrawFn, harness: Harness) -> dict[str, Any]:
     return document
 
 
+def hostile_bodies(harness: Harness) -> st.SearchStrategy[bytes]:
+    """Bodies that once escaped the per-record checks: deep nesting, lone surrogates, NaN."""
+    lone_surrogate = json.dumps(harness.request(messages=[{"role": "user", "content": "hi \ud800"}])).encode()
+    return st.one_of(
+        st.integers(201, 60_000).map(lambda depth: b"[" * depth),
+        st.integers(201, 5_000).map(lambda depth: b'{"messages":' * depth),
+        st.just(lone_surrogate),
+        st.just(lone_surrogate.replace(b"\\ud800", b"\\udfff\\ud800")),
+        st.just(json.dumps(harness.request(params={"temperature": float("nan")})).encode()),
+    )
+
+
 @st.composite
 def records(draw: st.DrawFn, harness: Harness) -> Incoming:
-    kind = draw(st.sampled_from(["bytes", "document", "valid"]))
+    kind = draw(st.sampled_from(["bytes", "hostile", "document", "valid"]))
     if kind == "bytes":
         body: bytes | dict[str, Any] = draw(st.binary(max_size=600))
+    elif kind == "hostile":
+        body = draw(hostile_bodies(harness))
     elif kind == "document":
         body = draw(documents(harness))
     else:
@@ -111,3 +126,29 @@ def test_every_input_ends_accepted_refused_or_moved_never_crashes(tmp_path: Path
     for record, result in zip(batch, results, strict=True):
         assert isinstance(result, Outcome), f"{record!r} raised {result!r}"
         event(accounted(record, result))
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [b"[" * 4_000, "lone surrogate"],
+    ids=["nested-4000-deep", "lone-surrogate"],
+)
+def test_a_poison_request_is_refused_alone_and_its_batch_goes_through(tmp_path: Path, poison: bytes | str) -> None:
+    harness = Harness(tmp_path)
+    if poison == "lone surrogate":
+        poison = json.dumps(harness.request("poison", messages=[{"role": "user", "content": "x \ud800"}])).encode()
+    assert isinstance(poison, bytes)
+    batch = [
+        harness.signed(harness.request()),
+        harness.signed(poison, request_id="poison"),
+        harness.signed(harness.request()),
+    ]
+
+    results = asyncio.run(harness.handler.process(batch))
+
+    assert [accounted(record, result) for record, result in zip(batch, results, strict=True)] == [  # type: ignore[arg-type]
+        "accepted",
+        "refused",
+        "accepted",
+    ]
+    assert results[1].events[-1].details.error_code == "malformed"  # type: ignore[union-attr]

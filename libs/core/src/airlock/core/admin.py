@@ -107,6 +107,15 @@ async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str]) -> No
         await asyncio.sleep(0.1)
 
 
+async def list_topics(kafka: KafkaSettings) -> list[str]:
+    """The names of the topics this principal may see (Describe)."""
+    admin = await connect_admin(kafka)
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def partition_counts(kafka: KafkaSettings, names: list[str]) -> dict[str, int]:
     """Number of partitions of each named topic (0 when it does not exist)."""
     admin = await connect_admin(kafka)

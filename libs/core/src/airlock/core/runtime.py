@@ -17,6 +17,14 @@ batch, then commits every finished batch behind it in one transaction. A record 
 processing raised is retried: outcomes before it are committed, the partition is rewound to
 it, work queued behind it is discarded, and after ``max_attempts`` the processor's
 ``give_up`` turns it into an audited terminal failure.
+
+No record's failure is blamed on another. A poll whose processing raised as a whole (no
+result says which record failed) is retried one record at a time before any attempt is
+counted. A transaction refused for what a record writes (:data:`RECORD_COMMIT_ERRORS`: a
+topic that does not exist or may not be written, a record too large) is retried one record
+per transaction; the record that keeps causing it has its outcome diverted after
+``max_attempts`` — its dead letter and audit events with the reason — and the partition
+moves on. Commit errors of the broker itself (restarts, network) are retried until they pass.
 """
 
 from __future__ import annotations
@@ -34,7 +42,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.response import JSONResponse
@@ -53,13 +69,26 @@ from airlock.core.authenticity import (
     writers_of,
 )
 from airlock.core.errors import ErrorCode, StageError
+from airlock.core.models import AuditDetails
 from airlock.core.settings import KafkaSettings, StageSettings
-from airlock.core.stage import Incoming, Outcome, Processor, Result, StageContext
+from airlock.core.stage import Incoming, Outcome, Processor, Result, StageContext, airlock_id_for
 from airlock.core.telemetry import Telemetry
 from airlock.core.telemetry.health import BrokerProbe, Check, run_checks
 from airlock.core.telemetry.instruments import OutcomeObserver, StageInstruments
 
 log = logging.getLogger("airlock.runtime")
+
+#: Commit errors caused by what a record's outcome writes (a topic that does not exist or may
+#: not be written, a record too large), not by the broker's health: retried a bounded number
+#: of times, one record per transaction, then the outcome is diverted to the DLQ. Any other
+#: commit error (broker restart, network) is retried until it passes, losing nothing.
+RECORD_COMMIT_ERRORS: tuple[type[KafkaError], ...] = (
+    UnknownTopicOrPartitionError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 
 
 @dataclass
@@ -86,6 +115,14 @@ class _Partition:
     #: Between a failed commit and the seek to the committed offset: take no records.
     recovering: bool = False
     attempts: dict[int, int] = field(default_factory=dict)
+    #: Records up to this offset are processed and committed one at a time: a poll that
+    #: failed as a whole, or a transaction that could not be committed, is retried record by
+    #: record before any record is blamed.
+    isolate_until: int = -1
+    #: Failed single-record commits per offset, and the records whose outcome is to be
+    #: diverted (level 1: its dead letter and audit events only; level 2: audit events only).
+    commit_failures: dict[int, int] = field(default_factory=dict)
+    diverted: dict[int, tuple[int, BaseException]] = field(default_factory=dict)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     committer: asyncio.Task[None] | None = None
     closing: bool = False
@@ -364,8 +401,13 @@ class StageRuntime:
             return
         records = self._instruments.received(tp, fresh)
         part.next_offset = records[-1].offset + 1
-        task = asyncio.create_task(part.processor.process(records))
-        part.pending.append(_Batch(part.generation, records, task))
+        isolated = [record for record in records if record.offset <= part.isolate_until]
+        batches = [[record] for record in isolated]
+        if len(isolated) < len(records):
+            batches.append(records[len(isolated) :])
+        for batch in batches:
+            task = asyncio.create_task(part.processor.process(batch))
+            part.pending.append(_Batch(part.generation, batch, task))
         part.wakeup.set()
 
     async def _fresh(self, part: _Partition, records: list[Incoming]) -> list[Incoming]:
@@ -438,6 +480,8 @@ class StageRuntime:
             batches: list[_Batch] = []
             while part.pending and part.pending[0].task.done():
                 batches.append(part.pending.popleft())
+                if batches[-1].records[-1].offset <= part.isolate_until:
+                    break  # one record per transaction: a failed commit then names its record
             try:
                 await self._settle(part, batches)
             finally:
@@ -452,15 +496,22 @@ class StageRuntime:
         for batch in batches:
             if batch.generation != part.generation or retry is not None:
                 continue  # queued behind a record that is being retried
-            results = _results_of(batch)
+            results, whole = _results_of(batch)
             for record, result in zip(batch.records, results, strict=True):
                 if isinstance(result, BaseException):
+                    if whole and len(batch.records) > 1:
+                        # Nothing says which record failed: retry them alone before blaming one.
+                        part.isolate_until = max(part.isolate_until, batch.records[-1].offset)
+                        retry = (record, 0, result)
+                        break
                     attempt = part.attempts.get(record.offset, 0) + 1
                     if attempt < self._settings.max_attempts:
                         part.attempts[record.offset] = attempt
                         retry = (record, attempt, result)
                         break
                     result = self._give_up(part, record, result)
+                if record.offset in part.diverted:
+                    result = self._divert(part, record)
                 if first is None:
                     first = record.offset
                 outcomes.append(result)
@@ -476,28 +527,94 @@ class StageRuntime:
                 part.closing = True
                 return
             except (KafkaError, TimeoutError) as error:
-                log.warning("commit on %s failed (%s); rewinding to %d", part.tp, error, first)
+                log.warning("commit on %s failed (%s); rewinding to %d", part.tp, _describe(error), first)
+                self._blame_commit(part, settled, error)
                 await self._recover(part, first)
                 await asyncio.sleep(self._backoff(1))
                 return
             for offset in range(first, next_offset):
                 part.attempts.pop(offset, None)
+                part.commit_failures.pop(offset, None)
+                part.diverted.pop(offset, None)
             elapsed = time.perf_counter() - started
             self._instruments.committed(part.tp, list(zip(settled, outcomes, strict=True)), next_offset, elapsed)
         if retry is not None:
             record, attempt, failure = retry
-            log.warning(
-                "%s at %s failed (attempt %d/%d): %s",
+            if attempt == 0:
+                log.warning(
+                    "%s: a poll of %s failed as a whole (%s); retrying its records one at a time",
+                    self.service,
+                    part.tp,
+                    _describe(failure),
+                )
+            else:
+                log.warning(
+                    "%s at %s failed (attempt %d/%d): %s",
+                    self.service,
+                    record.source,
+                    attempt,
+                    self._settings.max_attempts,
+                    _describe(failure),
+                    extra=self._instruments.log_fields(record),
+                )
+                self._instruments.retried(part.tp, record, failure)
+            self._discard(part, rewind_to=record.offset)
+            await asyncio.sleep(self._backoff(max(attempt, 1)))
+
+    def _blame_commit(self, part: _Partition, settled: Sequence[Incoming], error: BaseException) -> None:
+        """After a failed commit: isolate its records, or count the failure against the one record.
+
+        Only errors caused by what a record writes count (a broker restart blames no one); a
+        record that keeps causing one has its outcome diverted (see :meth:`_divert`) instead
+        of wedging the partition.
+        """
+        if not isinstance(error, RECORD_COMMIT_ERRORS):
+            return
+        if len(settled) > 1:
+            part.isolate_until = max(part.isolate_until, settled[-1].offset)
+            return
+        [record] = settled
+        failures = part.commit_failures.get(record.offset, 0) + 1
+        part.commit_failures[record.offset] = failures
+        if failures >= self._settings.max_attempts:
+            level = part.diverted.get(record.offset, (0, error))[0] + 1
+            part.diverted[record.offset] = (level, error)
+            part.commit_failures[record.offset] = 0
+            log.error(
+                "%s: the outcome of %s cannot be committed (%s) after %d attempts; diverting it (level %d)",
                 self.service,
                 record.source,
-                attempt,
-                self._settings.max_attempts,
-                _describe(failure),
+                _describe(error),
+                failures,
+                level,
                 extra=self._instruments.log_fields(record),
             )
-            self._instruments.retried(part.tp, record, failure)
-            self._discard(part, rewind_to=record.offset)
-            await asyncio.sleep(self._backoff(attempt))
+
+    def _divert(self, part: _Partition, record: Incoming) -> Outcome:
+        """The outcome of a record whose writes keep failing, reduced to what can be committed.
+
+        The processor's terminal failure for the record (``give_up``: an audited failure),
+        keeping only its dead letter and audit events — the replies and forwards are what
+        failed — plus a notice saying why. Level 2 (that failed too, e.g. the record is too
+        large even for the DLQ): the audit events alone, so the loss is on the evidence.
+        """
+        level, error = part.diverted[record.offset]
+        failure = StageError(ErrorCode.INTERNAL, f"the outputs could not be written: {_describe(error)}")
+        try:
+            terminal = part.processor.give_up(record, failure)
+        except Exception:  # a bug in give_up must not wedge the partition
+            log.exception("give_up failed on %s", record.source)
+            terminal = self.context.poison(record, failure)
+        airlock_id = record.safe_header(h.AIRLOCK_ID) or airlock_id_for(record)
+        details = AuditDetails(error_code=failure.code.value, error_message=failure.message, source=record.source)
+        notice = self.context.notice(
+            airlock_id, f"undeliverable:{record.source}", request_id=record.safe_header(h.REQUEST_ID), details=details
+        )
+        events = [*terminal.events, notice]
+        if level >= 2:
+            return Outcome(records=[], events=events)
+        letters = [out for out in terminal.records if out.topic == self.context.topics.dlq]
+        return Outcome(records=letters or self.context.poison(record, failure).records, events=events)
 
     def _give_up(self, part: _Partition, record: Incoming, error: BaseException) -> Outcome:
         part.attempts.pop(record.offset, None)
@@ -845,18 +962,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._runtime.assign(list(assigned))
 
 
-def _results_of(batch: _Batch) -> Sequence[Result]:
+def _results_of(batch: _Batch) -> tuple[Sequence[Result], bool]:
+    """A batch's results, and whether it failed as a whole (no result says which record)."""
     if batch.task.cancelled():
         error: BaseException = asyncio.CancelledError()
-        return [error] * len(batch.records)
+        return [error] * len(batch.records), True
     failure = batch.task.exception()
     if failure is not None:
-        return [failure] * len(batch.records)
+        return [failure] * len(batch.records), True
     results = batch.task.result()
     if len(results) != len(batch.records):
         mismatch = RuntimeError(f"processor returned {len(results)} results for {len(batch.records)}")
-        return [mismatch] * len(batch.records)
-    return results
+        return [mismatch] * len(batch.records), True
+    return results, False
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -17,7 +17,7 @@ from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 from airlock.ingest.clients import ClientRegistry
 from airlock.ingest.contract import contract
-from airlock.ingest.feeds import PartitionWatch, QuotaFeed, read_seen
+from airlock.ingest.feeds import QuotaFeed, TopicWatch, read_seen
 from airlock.ingest.handlers import IngestHandler
 from airlock.ingest.observability import ingest_observer
 from airlock.ingest.replay import SeenRecord
@@ -31,7 +31,7 @@ log = logging.getLogger("airlock.ingest")
 def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     """Build the ingest stage from settings (the environment by default).
 
-    The clients file, the quota state and the request topic's partition count are read at
+    The clients file, the quota state and the topics (partition count, reply topics) are read at
     start-up (not here), so building the app (e.g. for ``faststream docs gen``) needs no
     file and no broker.
     """
@@ -41,7 +41,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     registry = ClientRegistry(settings.clients_file)
     # Usage counts only when the llm-worker signed it (the runtime loads the keys on start).
     feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door())
-    watch = PartitionWatch(settings.kafka, topics.requests)
+    watch = TopicWatch(settings.kafka, topics)
     tasks: list[asyncio.Task[None]] = []
 
     async def load_seen(partition: int, since: datetime) -> list[SeenRecord]:
@@ -53,6 +53,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         registry,
         load_seen=load_seen,
         quota=feed,
+        reply_topics=watch,
         partitions=lambda: watch.count,
     )
     telemetry = Telemetry.from_env(SERVICE)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from airlock.core.admin import partition_counts
+from airlock.core.admin import list_topics, partition_counts
 from airlock.core.authenticity import DoorCheck, RecordRefused
 from airlock.core.models import UsageRecord
 from airlock.core.reading import committed_reader
@@ -34,6 +34,10 @@ log = logging.getLogger("airlock.ingest.feeds")
 
 #: Read this much of the admission log at start: the current minute whole, and the last one.
 ADMISSIONS_LOOKBACK_MS = 180_000
+
+
+#: Longest an on-demand topic lookup may hold up a batch.
+LOOKUP_TIMEOUT_S = 5.0
 
 
 class FeedUnavailable(RuntimeError):
@@ -227,37 +231,67 @@ async def read_seen(kafka: KafkaSettings, topic: str, partition: int, since: dat
         await consumer.stop()
 
 
-class PartitionWatch:
-    """The request topic's partition count, refreshed in the background.
+class TopicWatch:
+    """The request topic's partition count and the reply topics that exist, kept fresh.
+
+    A reply to a topic that does not exist can never be committed (stages may not create
+    topics): ingest refuses such a request up front instead of letting its outcome fail the
+    partition's transaction. Names not seen yet are looked up again on demand, at most once
+    per ``lookup_interval_s``, so a client provisioned a moment ago is not refused.
 
     Args:
         kafka: Connection settings.
-        topic: The request topic.
-        interval_s: Seconds between refreshes.
+        topics: Topic names (the request topic and the reply topic prefix).
+        interval_s: Seconds between background refreshes.
+        lookup_interval_s: Fewest seconds between on-demand refreshes.
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, interval_s: float = 30.0) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topics: Topics, interval_s: float = 30.0, lookup_interval_s: float = 1.0
+    ) -> None:
         self._kafka = kafka
-        self._topic = topic
+        self._topics = topics
         self._interval_s = interval_s
+        self._lookup_interval_s = lookup_interval_s
         self.count: int | None = None
+        self._reply_topics: frozenset[str] | None = None
+        self._refreshed_at = 0.0
+        self._refreshing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read the count once, then keep it fresh."""
+        """Read the topics once, then keep them fresh."""
         await self.refresh()
         self._task = asyncio.create_task(self._loop())
 
-    async def refresh(self) -> None:
-        """Read the count now (keeps the last known one on failure)."""
-        try:
-            count = (await partition_counts(self._kafka, [self._topic])).get(self._topic, 0)
-        except KafkaError as error:
-            log.warning("cannot read partitions of %s (%s)", self._topic, type(error).__name__)
+    def exists(self, topic: str) -> bool:
+        """Whether ``topic`` is a reply topic known to exist (``True`` while none was read yet)."""
+        return self._reply_topics is None or topic in self._reply_topics
+
+    async def look_up(self, names: Sequence[str]) -> None:
+        """Refresh now if one of ``names`` is not known yet (rate-limited)."""
+        if all(self.exists(name) for name in names):
             return
+        async with self._refreshing:
+            if time.monotonic() - self._refreshed_at >= self._lookup_interval_s:
+                # Bounded: a broker that does not answer must not hold up the batch for long.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.refresh(), LOOKUP_TIMEOUT_S)
+
+    async def refresh(self) -> None:
+        """Read the partition count and the reply topics now (keeps the last known on failure)."""
+        self._refreshed_at = time.monotonic()
+        requests = self._topics.requests
+        try:
+            names = await list_topics(self._kafka)
+            count = (await partition_counts(self._kafka, [requests])).get(requests, 0)
+        except KafkaError as error:
+            log.warning("cannot read the topics (%s)", type(error).__name__)
+            return
+        self._reply_topics = frozenset(name for name in names if self._topics.is_reply_topic(name))
         if count and count != self.count:
             if self.count is not None:
-                log.warning("%s now has %d partitions (was %d)", self._topic, count, self.count)
+                log.warning("%s now has %d partitions (was %d)", requests, count, self.count)
             self.count = count
 
     async def _loop(self) -> None:

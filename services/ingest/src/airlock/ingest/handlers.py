@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Protocol
 
 from airlock.core import headers as h
 from airlock.core.errors import ErrorCode, StageError
+from airlock.core.jsondoc import NotJSON, parse_json
 from airlock.core.lifecycle import State
 from airlock.core.models import AuditDetails, AuditEvent, Envelope, LLMRequest, utcnow
 from airlock.core.signing import request_partition
@@ -52,6 +52,18 @@ log = logging.getLogger("airlock.ingest")
 
 SeenLoader = Callable[[int, datetime], Awaitable[list[SeenRecord]]]
 """``(partition, since) → seen records`` of that request partition, oldest first."""
+
+
+class ReplyTopics(Protocol):
+    """Which reply topics exist (:class:`~airlock.ingest.feeds.TopicWatch`)."""
+
+    def exists(self, topic: str) -> bool:
+        """Whether ``topic`` exists, as last read."""
+        ...
+
+    async def look_up(self, names: Sequence[str]) -> None:
+        """Read the topics again if one of ``names`` is not known (rate-limited)."""
+        ...
 
 
 class QuotaGate(Protocol):
@@ -102,6 +114,7 @@ class IngestHandler:
         registry: The clients file (reloaded by the app when it changes).
         load_seen: Reads a request partition's seen records back from Kafka.
         quota: Usage and admission state shared by all replicas.
+        reply_topics: Which reply topics exist (a reply to any other could not be committed).
         partitions: The request topic's current partition count (``None`` while unknown).
         clock: The current time (tests pass a fixed one).
     """
@@ -114,6 +127,7 @@ class IngestHandler:
         *,
         load_seen: SeenLoader,
         quota: QuotaGate,
+        reply_topics: ReplyTopics,
         partitions: Callable[[], int | None],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -122,6 +136,7 @@ class IngestHandler:
         self._registry = registry
         self._load_seen = load_seen
         self._quota = quota
+        self._reply_topics = reply_topics
         self._partitions = partitions
         self._clock = clock
         self._books: dict[int, SeenBook] = {}
@@ -163,9 +178,12 @@ class IngestHandler:
             now = self._clock()
             book = await self._book(partition, now)
             await self._quota.wait_ready(self._settings.quota_timeout_s)
+            await self._reply_topics.look_up(self._reply_topics_named(batch))
             book.expire(now)
             clients = self._registry.current
-            examined = [self._examine(incoming, book, clients, now) for incoming in batch]
+            examined = [
+                self._contained(incoming, now, self._examine, incoming, book, clients, now) for incoming in batch
+            ]
             intents = [item.intent for item in examined if isinstance(item, _Candidate) and item.intent]
             admissions: dict[str, Admission] = {}
             failure: Exception | None = None
@@ -182,8 +200,38 @@ class IngestHandler:
                 elif item.intent is not None and failure is not None:
                     results.append(failure)
                 else:
-                    results.append(self._decide(item, admissions.get(item.airlock_id), book, now))
+                    admission = admissions.get(item.airlock_id)
+                    outcome = self._contained(item.incoming, now, self._decide, item, admission, book, now)
+                    assert isinstance(outcome, Outcome)  # _decide and a refusal both end in one
+                    results.append(outcome)
             return results
+
+    def _reply_topics_named(self, batch: Sequence[Incoming]) -> list[str]:
+        """The reply topics a batch's refusals or answers may go to (to look up missing ones)."""
+        names = set()
+        for incoming in batch:
+            _, reply_to = _body_addressing(incoming)
+            if reply_to and self._context.topics.is_reply_topic(reply_to):
+                names.add(reply_to)
+            claimed = claimed_client(incoming)
+            if claimed:
+                names.add(self._context.topics.reply_topic(claimed))
+        return sorted(names)
+
+    def _contained(
+        self, incoming: Incoming, now: datetime, step: Callable[..., Outcome | _Candidate], *args: object
+    ) -> Outcome | _Candidate:
+        """``step(*args)``, or this record's own refusal if it raised: no record fails another."""
+        try:
+            return step(*args)
+        except Exception as error:
+            log.exception("ingest: unexpected error on %s; refusing it alone", incoming.source)
+            failure = StageError(ErrorCode.INTERNAL, f"ingest could not process the request ({type(error).__name__})")
+            try:
+                return self._refusal_of(incoming, failure, now)
+            except Exception:  # the record cannot even be refused normally: DLQ and notice
+                log.exception("ingest: cannot refuse %s; dead-lettering it", incoming.source)
+                return self._context.poison(incoming, failure)
 
     def _examine(self, incoming: Incoming, book: SeenBook, clients: ClientsFile, now: datetime) -> Outcome | _Candidate:
         airlock_id = airlock_id_for(incoming)
@@ -230,6 +278,8 @@ class IngestHandler:
                     f"{h.CLIENT_ID} and {h.REQUEST_ID} headers",
                 )
             tenant_limits = authorize(sender.policy, clients, request, self._context.topics)
+            if not self._reply_topics.exists(request.reply_to):
+                raise StageError(ErrorCode.REPLY_TOPIC_NOT_ALLOWED, f"reply topic {request.reply_to!r} does not exist")
             original = book.accepted(sender.client_id, sender.request_id)
             if original is not None:
                 raise _duplicate(original)
@@ -314,7 +364,7 @@ class IngestHandler:
 
     def _refuse_unauthenticated(self, incoming: Incoming, airlock_id: str, error: StageError, now: datetime) -> Outcome:
         """DLQ and audit only: an unauthenticated sender is never answered."""
-        request_id, _ = _addressing_of(incoming)
+        request_id = _body_addressing(incoming)[0] or incoming.safe_header(h.REQUEST_ID)
         claimed = claimed_client(incoming)
         details = AuditDetails(source=incoming.source, extra={"claimed_client_id": claimed} if claimed else None)
         received = self._context.transition(
@@ -342,9 +392,24 @@ class IngestHandler:
         seen: SeenRecord | None,
         request: LLMRequest | None = None,
     ) -> Outcome:
-        """Refuse an authenticated record: reply if its client may use the topic, DLQ, audit."""
-        reply_to = request.reply_to if request else _addressing_of(incoming)[1]
-        allowed = reply_to if may_reply(sender.client_id, sender.policy, reply_to, self._context.topics) else None
+        """Refuse an authenticated record: reply, DLQ, audit.
+
+        The reply goes to the topic the signed body names when the client may use it and it
+        exists, else to the client's own reply topic (if that exists): never to a topic from
+        an unsigned header, and never to one whose write would fail the commit.
+        """
+        reply_to = request.reply_to if request else _body_addressing(incoming)[1]
+        own = self._context.topics.reply_topic(sender.client_id)
+        allowed = next(
+            (
+                topic
+                for topic in (reply_to, own)
+                if may_reply(sender.client_id, sender.policy, topic, self._context.topics)
+                and topic
+                and self._reply_topics.exists(topic)
+            ),
+            None,
+        )
         details = request_details(request, incoming.source) if request else AuditDetails(source=incoming.source)
         extra = {"key_id": sender.key_id}
         if error.duplicate_of:
@@ -373,7 +438,11 @@ class IngestHandler:
     def give_up(self, incoming: Incoming, error: BaseException) -> Outcome:
         """Processing kept failing (quota state unreachable?): refuse, audited, failing closed."""
         failure = StageError(ErrorCode.INTERNAL, "ingest could not process the request")
-        airlock_id, now = airlock_id_for(incoming), self._clock()
+        return self._refusal_of(incoming, failure, self._clock())
+
+    def _refusal_of(self, incoming: Incoming, failure: StageError, now: datetime) -> Outcome:
+        """``failure`` as the record's refusal, answered only if the record is authenticated."""
+        airlock_id = airlock_id_for(incoming)
         try:
             sender = authenticate(
                 incoming, self._registry.current, now=now, tolerance_s=self._settings.signature_tolerance_s
@@ -396,12 +465,8 @@ def _with(event: AuditEvent, identity: dict[str, str | None]) -> AuditEvent:
     return event.model_copy(update={k: v for k, v in identity.items() if v is not None})
 
 
-def _addressing_of(incoming: Incoming) -> tuple[str | None, str | None]:
-    """Where to send a refusal: the body's ids if it is JSON enough, else the headers."""
-    request_id, reply_to = None, None
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        request_id, reply_to = addressing(json.loads(incoming.value))
-    return (
-        request_id or incoming.safe_header(h.REQUEST_ID),
-        reply_to or incoming.safe_header(h.REPLY_TO),
-    )
+def _body_addressing(incoming: Incoming) -> tuple[str | None, str | None]:
+    """The body's ``(request_id, reply_to)`` if it is JSON enough (the body is what is signed)."""
+    with contextlib.suppress(NotJSON):
+        return addressing(parse_json(incoming.value))
+    return None, None

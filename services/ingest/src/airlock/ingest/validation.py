@@ -6,11 +6,10 @@ with a stable code and a message that never repeats the caller's content.
 
 from __future__ import annotations
 
-import json
-
 from pydantic import ValidationError
 
 from airlock.core.errors import ErrorCode, StageError
+from airlock.core.jsondoc import NotJSON, parse_json
 from airlock.core.models import LLMRequest
 
 
@@ -35,18 +34,16 @@ def parse_request(value: bytes, *, max_bytes: int, max_prompt_chars: int) -> LLM
         max_prompt_chars: Size limit of the prompt (all messages).
 
     Raises:
-        StageError: ``too_large``, ``malformed`` or ``schema_invalid``.
+        StageError: ``too_large``, ``malformed`` (not UTF-8, not JSON, nested deeper than
+            200 levels, a lone surrogate escape) or ``schema_invalid``.
     """
     if len(value) > max_bytes:
         raise StageError(ErrorCode.TOO_LARGE, f"request is {len(value)} bytes; the limit is {max_bytes}")
     try:
-        document = json.loads(value.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise StageError(ErrorCode.MALFORMED, "request is not valid UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise StageError(
-            ErrorCode.MALFORMED, f"request is not valid JSON (line {error.lineno}, column {error.colno})"
-        ) from None
+        document = parse_json(value)
+    except NotJSON as error:
+        # Not UTF-8, not JSON, nested too deep, a lone surrogate: the parser says which, where.
+        raise StageError(ErrorCode.MALFORMED, f"request is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise StageError(ErrorCode.SCHEMA_INVALID, "request must be a JSON object")
     try:
