@@ -100,7 +100,7 @@ async def test_every_occurrence_is_masked_and_the_answer_restored(
     (timeline,) = await wait_for_timeline(stack.kafka_settings, request.request_id, timeout_s=60)
     assert timeline.states == [State.RECEIVED, State.ACCEPTED, State.REDACTED, State.COMPLETED, State.DELIVERED]
     redactor_events = events_of(timeline, "redactor")
-    assert [e["details"]["policy_version"] for e in redactor_events] == ["default@1", "default@1"]
+    assert [e["details"]["policy_version"] for e in redactor_events] == ["default@2", "default@2"]
     delivered = redactor_events[-1]["details"]["extra"]
     assert delivered["placeholders_sent"] == 2 and delivered["placeholder_survival_rate"] == 1.0
     assert delivered["output_pii_found"] == 0

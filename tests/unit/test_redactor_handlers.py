@@ -88,10 +88,10 @@ def test_redacted_envelope_seals_the_map_and_every_event_names_the_policy(redact
     }
     audit = event(outcome)
     assert (audit.from_state, audit.to_state) == (State.ACCEPTED, State.REDACTED)
-    assert audit.details.policy_version == "default@1"
+    assert audit.details.policy_version == "default@2"
     assert audit.details.extra and len(str(audit.details.extra["policy_sha256"])) == 16
     assert audit.details.entity_counts == {"EMAIL_ADDRESS": 1, "PERSON": 2}
-    assert forwarded.redaction is not None and forwarded.redaction.policy_version == "default@1"
+    assert forwarded.redaction is not None and forwarded.redaction.policy_version == "default@2"
 
 
 def test_blocked_request_names_the_entity_types_never_the_values(redact: RedactHandler) -> None:
@@ -120,7 +120,7 @@ def test_prompt_over_the_redactors_limit_fails_with_too_large(redact: RedactHand
     assert (audit.to_state, audit.details.error_code, audit.details.policy_version) == (
         State.FAILED,
         "too_large",
-        "default@1",
+        "default@2",
     )
 
 
@@ -136,7 +136,7 @@ def test_detector_failure_is_retried_then_fails_closed_without_forwarding(redact
     assert isinstance(reply, ErrorReply) and reply.code == "pii_detection_failed"
     audit = event(outcome)
     assert (audit.from_state, audit.to_state) == (State.ACCEPTED, State.FAILED)
-    assert audit.details.policy_version == "default@1"
+    assert audit.details.policy_version == "default@2"
 
 
 def test_one_failing_request_does_not_fail_its_batch(redact: RedactHandler) -> None:
@@ -177,7 +177,7 @@ def test_restored_answer_reports_placeholder_survival(redact: RedactHandler, res
     audit = event(outcome)
     assert (audit.from_state, audit.to_state) == (State.COMPLETED, State.DELIVERED)
     extra = audit.details.extra or {}
-    assert audit.details.policy_version == "default@1"
+    assert audit.details.policy_version == "default@2"
     assert (extra["placeholders_sent"], extra["placeholders_survived"], extra["placeholders_missing"]) == (3, 1, 2)
     assert (extra["placeholders_altered"], extra["placeholders_unknown"]) == (1, 1)
     assert extra["placeholder_survival_rate"] == round(1 / 3, 4)
@@ -216,7 +216,7 @@ def test_unopenable_vault_fails_the_request_audited(redact: RedactHandler, redac
     assert (audit.from_state, audit.to_state, audit.details.policy_version) == (
         State.COMPLETED,
         State.FAILED,
-        "default@1",
+        "default@2",
     )
 
 

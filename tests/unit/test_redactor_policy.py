@@ -45,7 +45,7 @@ def test_default_policy_protects_identifiers_and_leaves_useful_words_alone() -> 
         assert policy.action(useful) is Action.ALLOW
     assert policy.action("CREDIT_CARD") is Action.REDACT
     assert policy.action("SOMETHING_UNLISTED") is Action.ALLOW
-    assert policy.label == "default@1"
+    assert policy.label == "default@2"
     assert policy.applies_to[0].tenant == "*" and policy.applies_to[0].use_case == "*"
 
 

@@ -9,6 +9,8 @@ good; a few are replaced:
 * cards: also knows Mastercard's 2-series (2221–2720), which Presidio's pattern omits;
 * phones: regions and leniency come from the policy;
 * street addresses: Presidio has none for English; ours is a USPS-suffix pattern;
+* credentials (``CREDENTIAL``): provider key formats, JWTs, private keys and secret fields,
+  from the named rules in ``data/credentials.yaml``;
 * the policy's own regex recognizers and deny lists;
 * people's names: see :mod:`.people`.
 """
@@ -17,16 +19,26 @@ from __future__ import annotations
 
 import bisect
 import functools
+import importlib.resources
 import inspect
 import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import phonenumbers
 import tldextract
 import tldextract.tldextract
-from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
+import yaml
+from presidio_analyzer import (
+    AnalysisExplanation,
+    EntityRecognizer,
+    LocalRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerResult,
+)
 from presidio_analyzer import predefined_recognizers as predefined
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
@@ -112,22 +124,83 @@ class AnchoredIpRecognizer(_AnchoredPatterns, IpRecognizer):  # type: ignore[mis
     ANCHOR = re.compile(r"\d\.\d|:[0-9A-Fa-f]{0,4}:")
 
 
+#: What people put between the digit groups of a card number ("4111.1111.1111.1111" too).
+_CARD_SEPARATOR = r"[-. _/]"
+
+
 class CardRecognizer(CreditCardRecognizer):  # type: ignore[misc]
-    """Card numbers (Luhn-checked), including Mastercard's 2-series."""
+    """Card numbers (Luhn-checked), including Mastercard's 2-series, with any common separator."""
 
     PATTERNS = [  # noqa: RUF012 (Presidio's own class attribute, overridden)
         Pattern(
             "Card number (Luhn)",
             r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(2[2-7]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))"
-            r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
+            rf"{_CARD_SEPARATOR}?(\d{{3,4}}){_CARD_SEPARATOR}?(\d{{3,4}}){_CARD_SEPARATOR}?(\d{{3,5}})\b",
             0.3,
         ),
         # 12–19 digits in any grouping (Maestro, 19-digit Visa, Diners typed in fours).
-        Pattern("Card number, any grouping (Luhn)", r"\b[2-6]\d{3}(?:[- ]?\d){8,15}\b", 0.3),
+        Pattern("Card number, any grouping (Luhn)", rf"\b[2-6]\d{{3}}(?:{_CARD_SEPARATOR}?\d){{8,15}}\b", 0.3),
     ]
 
     def __init__(self) -> None:
-        super().__init__(patterns=self.PATTERNS, name="CardRecognizer")
+        separators = [(separator, "") for separator in "-. _/"]
+        super().__init__(patterns=self.PATTERNS, name="CardRecognizer", replacement_pairs=separators)
+
+
+@dataclass(frozen=True)
+class CredentialRule:
+    """One named credential format: a regex (its ``secret`` group, if any, is what is masked)."""
+
+    name: str
+    regex: re.Pattern[str]
+    score: float
+
+
+@functools.cache
+def credential_rules() -> tuple[CredentialRule, ...]:
+    """The rules of ``data/credentials.yaml`` (sources and licence in its header)."""
+    text = importlib.resources.files("airlock.redactor").joinpath("data/credentials.yaml").read_text("utf-8")
+    document = yaml.safe_load(text)
+    return tuple(
+        CredentialRule(rule["name"], re.compile(rule["regex"]), float(rule["score"])) for rule in document["rules"]
+    )
+
+
+class CredentialRecognizer(LocalRecognizer):  # type: ignore[misc]
+    """Secrets (``CREDENTIAL``): each match is explained by its rule's name."""
+
+    ENTITY = "CREDENTIAL"
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=[self.ENTITY], name="CredentialRecognizer")
+
+    def load(self) -> None:
+        """Read the rules (parsed once per process)."""
+        self.rules: tuple[CredentialRule, ...] = credential_rules()
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        """A result per rule match (the ``secret`` group's span when the rule has one)."""
+        results = []
+        for rule in self.rules:
+            group = "secret" if "secret" in rule.regex.groupindex else 0
+            for found in rule.regex.finditer(text):
+                results.append(
+                    RecognizerResult(
+                        self.ENTITY,
+                        found.start(group),
+                        found.end(group),
+                        rule.score,
+                        analysis_explanation=AnalysisExplanation(
+                            "CredentialRecognizer", rule.score, pattern_name=rule.name
+                        ),
+                        recognition_metadata={
+                            # The rule, so that `airlock redact --explain` says which format it was.
+                            RecognizerResult.RECOGNIZER_NAME_KEY: f"{type(self).__name__}[{rule.name}]",
+                            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                        },
+                    )
+                )
+        return results
 
 
 #: USPS Publication 28, appendix C1: street suffixes (primary names and common abbreviations).
@@ -415,6 +488,7 @@ class UnsupportedEntity(ValueError):
 
 #: Ours first: where one of ours reports a type, Presidio's recognizer of that type is not used.
 _OURS: tuple[type[EntityRecognizer], ...] = (
+    CredentialRecognizer,
     OfflineEmailRecognizer,
     AnchoredIpRecognizer,
     CardRecognizer,
