@@ -40,7 +40,11 @@ def parse_request(value: bytes, *, max_bytes: int, max_prompt_chars: int) -> LLM
     if len(value) > max_bytes:
         raise StageError(ErrorCode.TOO_LARGE, f"request is {len(value)} bytes; the limit is {max_bytes}")
     try:
-        document = parse_json(value)
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StageError(ErrorCode.MALFORMED, "request is not valid UTF-8") from None
+    try:
+        document = parse_json(text)
     except NotJSON as error:
         # Not UTF-8, not JSON, nested too deep, a lone surrogate: the parser says which, where.
         raise StageError(ErrorCode.MALFORMED, f"request is not valid JSON: {error}") from None

@@ -35,7 +35,7 @@ from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 
-from airlock.redactor.chunking import merge, split
+from airlock.redactor.chunking import merge, split, tokenizable
 from airlock.redactor.people import refine_persons
 from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Action, Policy
@@ -331,12 +331,12 @@ class PiiDetector:
         chunked = [split(text, self._chunk_chars, self._overlap_chars) if text.strip() else [] for text, _ in jobs]
         flat = [(index, chunk) for index, chunks in enumerate(chunked) for chunk in chunks]
         nlp = self._nlp_engine.pipeline
-        with_ner = [chunk.text for index, chunk in flat if prepared[index].needs_ner]
+        with_ner = [tokenizable(chunk.text) for index, chunk in flat if prepared[index].needs_ner]
         docs = iter(nlp.pipe(with_ner, batch_size=self._batch_size))
         found: list[list[list[Detection]]] = [[] for _ in jobs]
         for index, chunk in flat:
             job = prepared[index]
-            doc = next(docs) if job.needs_ner else nlp.make_doc(chunk.text)
+            doc = next(docs) if job.needs_ner else nlp.make_doc(tokenizable(chunk.text))
             found[index].append(self._analyze(job, chunk.text, doc))
         return [merge(chunks, per_chunk) for chunks, per_chunk in zip(chunked, found, strict=True)]
 

@@ -19,12 +19,14 @@ import functools
 import importlib.resources
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import regex
 from presidio_analyzer import LocalRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+from airlock.redactor.spans import SpanIndex
 
 
 def _words(text: str) -> frozenset[str]:
@@ -32,7 +34,9 @@ def _words(text: str) -> frozenset[str]:
 
 
 #: A capitalized given name or surname (any script's letters, hyphens, apostrophes, "O'Brien").
-_NAME = r"(?:\p{Lu}['’])?\p{Lu}\p{Ll}+(?:[-'’]\p{Lu}?\p{Ll}+)*"
+#: Bounded parts and hyphenations: an unbounded ``(?:-Name)*`` made "Anna-Anna-Anna-…"
+#: quadratic (every start ran to the end of the run and back).
+_NAME = r"(?:\p{Lu}['’])?\p{Lu}\p{Ll}{1,40}(?:[-'’]\p{Lu}?\p{Ll}{1,40}){0,3}"
 _PARTICLE = r"(?:van|von|de|da|der|den|di|del|della|dei|le|la|du|dos|das|des|ter|ten|te|zu|op|bin|al)"
 _FULL_NAME = rf"{_NAME}(?:\s+{_PARTICLE}){{0,2}}\s+{_NAME}"
 #: Verbs whose subject is a person, as they appear in tickets and notes.
@@ -741,6 +745,9 @@ def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: An
     person_ends = {r.end for r in persons}
     address_ends = {r.end for r in results if r.entity_type == "STREET_ADDRESS"}
     labelled_org = _labelled_spans(nlp_artifacts, _ORG_LABELS)
+    # Indexed: asked per name piece, pairwise scans were quadratic on a hostile prompt.
+    org_index, person_index = SpanIndex(labelled_org), SpanIndex((r.start, r.end) for r in persons)
+    labelled_org_set = set(labelled_org)
     # Spans a cue (a greeting, a role, a verb) found: a person, not a company named after one.
     cued = {(r.start, r.end) for r in persons if r.recognition_metadata[name_key] != "SpacyRecognizer"}
     by_gazetteer = {(r.start, r.end) for r in persons if r.recognition_metadata[name_key] == "GivenNameRecognizer"}
@@ -757,11 +764,11 @@ def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: An
             single = " " not in span
             if single and (
                 # A word the model calls an organization, that no cue found as a person ("Explain Initech's").
-                (not given and (start, end) in labelled_org and (start, end) not in cued)
+                (not given and (start, end) in labelled_org_set and (start, end) not in cued)
                 # A given name inside a longer organization's name ("Pied Piper", "Lockheed Martin").
-                or ((start, end) in by_gazetteer and _inside_longer(start, end, labelled_org))
+                or ((start, end) in by_gazetteer and org_index.contains_strictly(start, end))
                 # The company line under a signature's name ("Jane Roe\nInitech").
-                or (not given and _company_line_of_signature(text, start, end, persons))
+                or (not given and _company_line_of_signature(text, start, end, person_index))
             ):
                 organizations.append((start, end))
                 continue
@@ -774,7 +781,7 @@ def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: An
                 continue
             # Weak cues decide for a single word that is not a given name ("Hoffmann"), a known
             # product that is also one ("Cassandra"), or what the model calls an organization.
-            weak = known or (not given and (" " not in span or _inside(start, end, labelled_org)))
+            weak = known or (not given and (" " not in span or org_index.contains(start, end)))
             if weak and _ORG_BEFORE_UNLESS_GIVEN.search(text[max(0, start - 60) : start]):
                 organizations.append((start, end))
                 continue
@@ -793,7 +800,7 @@ def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: An
             (a, b)
             for a, b in {*labelled_org, *named}
             # Not an acronym: the model calls "IBAN" or "SSN" an organization too.
-            if not text[a:b].isupper() and not any(r.start < b and a < r.end for r in persons)
+            if not text[a:b].isupper() and not person_index.overlaps(a, b)
         ]
     changed = True
     while changed:
@@ -814,11 +821,7 @@ def refine_persons(text: str, results: list[RecognizerResult], nlp_artifacts: An
     return kept
 
 
-def _inside_longer(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
-    return any(a <= start and end <= b and (a, b) != (start, end) for a, b in spans)
-
-
-def _company_line_of_signature(text: str, start: int, end: int, persons: Sequence[RecognizerResult]) -> bool:
+def _company_line_of_signature(text: str, start: int, end: int, persons: SpanIndex) -> bool:
     """Whether ``start:end`` has its line to itself right under a line that is all a person's name."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
@@ -828,7 +831,7 @@ def _company_line_of_signature(text: str, start: int, end: int, persons: Sequenc
     previous = text[previous_start : line_start - 1]
     name_start = previous_start + len(previous) - len(previous.lstrip())
     name_end = previous_start + len(previous.rstrip())
-    return name_end > name_start and any(r.start <= name_start and name_end <= r.end for r in persons)
+    return name_end > name_start and persons.contains(name_start, name_end)
 
 
 def _keep_piece(kept: list[RecognizerResult], person: RecognizerResult, start: int, end: int) -> None:
@@ -862,10 +865,6 @@ def _entities(nlp_artifacts: Any) -> list[tuple[int, int, str, int]]:
     with contextlib.suppress(AttributeError):
         nlp_artifacts._airlock_entities = entities
     return entities
-
-
-def _inside(start: int, end: int, spans: Iterable[tuple[int, int]]) -> bool:
-    return any(outer_start <= start and end <= outer_end for outer_start, outer_end in spans)
 
 
 def _name_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:

@@ -7,6 +7,11 @@ Airlock's in micro-batches as the consumer hands them over, Presidio's as a plai
 ``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` loop. Leakage is measured on
 those same prompts, so "faster" cannot come from finding less. Latency: one message at a
 time through Airlock's redactor, at 200, 2,000 and 20,000 characters.
+
+Adversarial shapes: texts built to make detection super-linear (runs of punctuation for
+spaCy's tokenizer, hyphenated capitalised words for the person heuristics, digit groups for
+the phone matcher…), each timed against benign prose of the same length; the target is at
+most twice the prose's time at 200,000 characters.
 """
 
 from __future__ import annotations
@@ -86,6 +91,45 @@ def _compare(ours: Engine, baseline: Engine, prompts: list[Sample], label: str, 
     return rows
 
 
+#: Shapes that once cost quadratic time, or cost the most per character now (issue 17).
+ADVERSARIAL: dict[str, str] = {
+    "colons": ":",
+    "hyphenated names": "Anna-",
+    "letter-colon": "a:",
+    "letter-hyphen": "a-",
+    "digit groups": "1234 ",
+    "open parentheses": "(a ",
+    "capitalised words": "Anna ",
+    "token starts": "eyJ",
+    "secret fields": "token=",
+}
+_PROSE = "Jane Roe from Acme called about invoice 4411 and asked for a refund next week. "
+
+
+def _repeated(unit: str, length: int) -> str:
+    return (unit * (length // len(unit) + 1))[:length]
+
+
+def adversarial(ours: Engine, length: int, pinning: str) -> list[Measurement]:
+    """Each adversarial shape's redaction time as a multiple of benign prose of ``length`` chars."""
+    prose_s = min(_timed(functools.partial(ours.redact_one, _repeated(_PROSE, length))) for _ in range(2))
+    rows = [Measurement(SUITE, f"adversarial baseline, prose, {length:,} chars", prose_s, "s", higher_is_better=False)]
+    for name, unit in ADVERSARIAL.items():
+        elapsed = _timed(functools.partial(ours.redact_one, _repeated(unit, length)))
+        rows.append(
+            Measurement(
+                SUITE,
+                f"adversarial/prose time, {name} ({unit!r}…), {length:,} chars",
+                elapsed / prose_s,
+                "×",
+                target=2.0,
+                higher_is_better=False,
+                note=f"{elapsed:.2f}s vs prose {prose_s:.2f}s, {pinning}",
+            )
+        )
+    return rows
+
+
 def run(options: dict[str, Any]) -> list[Measurement]:
     """Throughput ratios and leakage of both, on short, ~2,000- and ~20,000-char prompts; latency percentiles."""
     quick = bool(options.get("quick"))
@@ -119,4 +163,5 @@ def run(options: dict[str, Any]) -> list[Measurement]:
                         note=f"{count} messages one at a time, {pinning}",
                     )
                 )
+        rows += adversarial(ours, 20_000 if quick else 200_000, pinning)
     return rows
