@@ -155,6 +155,19 @@ def test_rotation_never_extends_an_earlier_expiry() -> None:
     assert twice.clients["billing"].keys[old_id].not_after == NOW + timedelta(hours=1)
 
 
+def test_prune_removes_only_keys_whose_grace_is_over() -> None:
+    file = sample()
+    [old_id] = file.clients["billing"].keys
+    rotated, new_id = file.rotated("billing", grace=timedelta(hours=1), now=NOW)
+
+    during, removed_during = rotated.pruned(NOW + timedelta(minutes=30))
+    after, removed_after = rotated.pruned(NOW + timedelta(hours=2))
+
+    assert removed_during == [] and set(during.clients["billing"].keys) == {old_id, new_id}
+    assert removed_after == [("billing", old_id)] and set(after.clients["billing"].keys) == {new_id}
+    assert after.clients["billing"].tenants == file.clients["billing"].tenants
+
+
 @pytest.mark.parametrize(
     ("patterns", "value", "allowed"),
     [
@@ -217,6 +230,16 @@ def test_cli_add_rotate_list_tenant_remove(tmp_path: Path) -> None:
     code, _, err = run("clients", "add", "billing", "--tenant", "acme", "--model", "gpt-4o", "--update", *file)
     assert code == 0 and ClientsFile.load(path).clients["billing"].models == ["gpt-4o"]
     assert len(ClientsFile.load(path).clients["billing"].keys) == 2, "--update keeps the keys"
+
+    code, out, _ = run("clients", "prune", *file)
+    assert code == 0 and "expired key" not in out, "the old key is still in its grace period"
+    code, _, _ = run("clients", "rotate", "billing", "--grace", "0", *file)
+    code, out, err = run("clients", "prune", "--dry-run", *file)
+    assert code == 0 and out.count("would remove expired key") == 2
+    assert len(ClientsFile.load(path).clients["billing"].keys) == 3, "a dry run changes nothing"
+    code, out, _ = run("clients", "prune", *file)
+    assert code == 0 and issued.key_id in out and rotated.key_id in out
+    assert len(ClientsFile.load(path).clients["billing"].keys) == 1
 
     code, _, _ = run("clients", "remove", "billing", *file)
     assert code == 0 and "billing" not in ClientsFile.load(path).clients

@@ -247,6 +247,24 @@ class ClientsFile(_Strict):
         keys[key_id] = key
         return self.with_client(client_id, policy.model_copy(update={"keys": keys})), key_id
 
+    def pruned(self, now: datetime | None = None) -> tuple[ClientsFile, list[tuple[str, str]]]:
+        """A copy without the keys that expired (``not_after`` passed): they verify nothing.
+
+        A secret that can no longer be used is still a secret at rest; rotated keys left in the
+        file would accumulate in every copy and backup of it.
+
+        Returns:
+            The new file and the ``(client, key id)`` pairs removed.
+        """
+        now = now or datetime.now(UTC)
+        removed: list[tuple[str, str]] = []
+        clients = {}
+        for client_id, policy in self.clients.items():
+            kept = {key_id: key for key_id, key in policy.keys.items() if key.valid_at(now)}
+            removed += [(client_id, key_id) for key_id in policy.keys if key_id not in kept]
+            clients[client_id] = policy.model_copy(update={"keys": kept}) if len(kept) < len(policy.keys) else policy
+        return self.model_copy(update={"clients": clients}), removed
+
     def describe(self, now: datetime | None = None) -> list[str]:
         """Human lines about every tenant and client; never a secret."""
         now = now or datetime.now(UTC)

@@ -163,6 +163,21 @@ def clients_rotate(
     _hand_over(client_id, key_id, secret, credentials_out)
 
 
+@app.command("prune")
+def clients_prune(
+    dry_run: Annotated[bool, typer.Option(help="Say what would be removed; change nothing.")] = False,
+    file: FileOption = None,
+) -> None:
+    """Remove the keys whose rotation grace is over (they no longer verify anything)."""
+    path = clients_path(file)
+    pruned, removed = _load(path).pruned()
+    for client_id, key_id in removed:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} expired key {key_id} of {client_id}")
+    if removed and not dry_run:
+        pruned.save(path)
+    typer.echo(f"{len(removed)} expired key(s){' (dry run)' if dry_run else ''}", err=True)
+
+
 @app.command("list")
 def clients_list(file: FileOption = None) -> None:
     """Tenants, clients, grants and key ids with their validity (never a secret)."""
