@@ -236,25 +236,22 @@ class TopicWatch:
 
     A reply to a topic that does not exist can never be committed (stages may not create
     topics): ingest refuses such a request up front instead of letting its outcome fail the
-    partition's transaction. Names not seen yet are looked up again on demand, at most once
-    per ``lookup_interval_s``, so a client provisioned a moment ago is not refused.
+    partition's transaction. Names not seen yet are looked up again on demand (see
+    :meth:`look_up`), so a client provisioned a moment ago is not refused.
 
     Args:
         kafka: Connection settings.
         topics: Topic names (the request topic and the reply topic prefix).
         interval_s: Seconds between background refreshes.
-        lookup_interval_s: Fewest seconds between on-demand refreshes.
     """
 
-    def __init__(
-        self, kafka: KafkaSettings, topics: Topics, interval_s: float = 30.0, lookup_interval_s: float = 1.0
-    ) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: Topics, interval_s: float = 30.0) -> None:
         self._kafka = kafka
         self._topics = topics
         self._interval_s = interval_s
-        self._lookup_interval_s = lookup_interval_s
         self.count: int | None = None
         self._reply_topics: frozenset[str] | None = None
+        #: When the last refresh started (monotonic).
         self._refreshed_at = 0.0
         self._refreshing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -269,14 +266,21 @@ class TopicWatch:
         return self._reply_topics is None or topic in self._reply_topics
 
     async def look_up(self, names: Sequence[str]) -> None:
-        """Refresh now if one of ``names`` is not known yet (rate-limited)."""
+        """Read the topics again if one of ``names`` is not known yet.
+
+        Callers that wait meanwhile share the refresh that starts after they asked: a topic
+        created a moment before its request was sent is always seen, and a batch naming
+        missing topics costs one metadata read, never a wait for a timer.
+        """
         if all(self.exists(name) for name in names):
             return
+        asked = time.monotonic()
         async with self._refreshing:
-            if time.monotonic() - self._refreshed_at >= self._lookup_interval_s:
-                # Bounded: a broker that does not answer must not hold up the batch for long.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.refresh(), LOOKUP_TIMEOUT_S)
+            if self._refreshed_at >= asked:
+                return  # refreshed by another caller after this one asked
+            # Bounded: a broker that does not answer must not hold up the batch for long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.refresh(), LOOKUP_TIMEOUT_S)
 
     async def refresh(self) -> None:
         """Read the partition count and the reply topics now (keeps the last known on failure)."""
