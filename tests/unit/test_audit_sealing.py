@@ -109,15 +109,34 @@ async def test_sealing_waits_while_the_witness_cannot_be_written(tmp_path: Path)
     blocker = tmp_path / "witness"
     blocker.write_text("a file where the witness directory should be")
     sealer = Sealer(dev_keys(), blocker, every=2, witness_retry_max_s=0.05)
+    records = audit_records(10)[0]
 
-    sealing = asyncio.create_task(sealer.feed(0, audit_records(10)[0][:2]))
+    first = asyncio.create_task(sealer.feed(0, records[:2]))  # committed with its checkpoint
+    await asyncio.sleep(0.3)
+    following = asyncio.create_task(sealer.feed(0, records[2:4]))
     await asyncio.sleep(0.5)
-    assert not sealing.done()  # fail closed: no checkpoint (and no outcome) without the witness
-    assert sealer.sealed.outcomes == []
+    assert not first.done() and not following.done()  # fail closed: the witness has not taken seq 2
+    assert [ledger_seqs(o) for o in sealer.sealed.outcomes] == [[1], [2]], "nothing sealed past it"
     blocker.unlink()
-    await asyncio.wait_for(sealing, 10)
-    assert [Checkpoint.parse(c).seq for c in sealer.sealed.checkpoints] == [2]
+    await asyncio.wait_for(asyncio.gather(first, following), 10)
+    assert [Checkpoint.parse(c).seq for c in sealer.sealed.checkpoints] == [2, 4]
     assert (blocker / sealer.sealed.ledger / "0" / f"{2:016d}.json").exists()
+
+
+async def test_a_checkpoint_that_was_never_committed_never_reaches_the_witness(tmp_path: Path) -> None:
+    """A rolled-back transaction's checkpoint in the witness would later read as a rewrite."""
+    sealer = Sealer(dev_keys(), tmp_path, every=2)
+    records = audit_records(10)[0]
+    rolled_back = await sealer.handler.process([sealer._incoming(0, value) for value in records[:2]])
+    assert any(checkpoint_seqs(o) for o in rolled_back)  # signed, but its commit failed
+    sealer.handler.on_reset(0)
+
+    await sealer.feed(0, records[2:6])  # sealed in its place (seq 1-4), committed
+
+    witnessed = sorted(name for name, _ in read_witness(tmp_path / sealer.sealed.ledger).checkpoints)
+    assert witnessed == [f"0/{2:016d}.json", f"0/{4:016d}.json"]
+    report = verify(evidence(sealer, tmp_path))
+    assert report.integrity_ok, report
 
 
 async def test_a_tick_is_recognised_by_its_header_only(tmp_path: Path) -> None:

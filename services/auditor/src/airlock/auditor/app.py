@@ -71,6 +71,8 @@ def create_runtime(settings: AuditorSettings | None = None) -> StageRuntime:
         mesh=load(MeshSettings),
     )
     runtime.observe(auditor_observer(telemetry.metrics, topics))
+    # Checkpoints go to the witness only once committed (a rolled-back one would read as a rewrite).
+    runtime.observe(handler.committed)
     if settings.witness_dir is not None:
         directory = settings.witness_dir
         runtime.readiness_check(

@@ -2,16 +2,20 @@
 
 Checkpoints are emitted by the sealing handler as records of the same outcome as the
 ledger records they cover, so the stage runtime commits them in the same Kafka
-transaction (and a fenced replica cannot emit one). Before that outcome is handed back,
-the checkpoint is written to the witness; while the witness cannot be written, sealing
-waits (fail closed: the audit topic keeps the events, and no ledger record is committed
-that the witness could not vouch for later).
+transaction (and a fenced replica cannot emit one). Only once that transaction has
+committed is the checkpoint written to the witness: a checkpoint of a transaction that
+was rolled back (a failed commit, a poison retried) never reaches the write-once store,
+where it would later read as a rewrite of the records sealed in its place. While the
+witness cannot be written, sealing waits before its next batch (fail closed: the audit
+topic keeps the events, and the ledger never runs more than one batch ahead of what the
+witness vouches for).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from airlock.auditor.chain import ChainHead
@@ -61,31 +65,48 @@ class Notary:
         self.ledger = ledger
         self.witness = witness
         self._retry_max_s = retry_max_s
+        self._backlog: deque[Checkpoint] = deque()
+        self._drained = asyncio.Condition()
+        self._writer: asyncio.Task[None] | None = None
 
     def sign(self, partition: int, head: ChainHead) -> Checkpoint:
-        """A signed checkpoint of ``head`` (not yet witnessed)."""
+        """A signed checkpoint of ``head`` (witnessed once it is committed: :meth:`committed`)."""
         return sign_checkpoint(self.keys, ledger=self.ledger, partition=partition, seq=head.seq, hash=head.hash)
 
-    async def checkpoint(self, partition: int, head: ChainHead) -> Checkpoint:
-        """Sign ``head`` and write it to the witness, waiting until the witness takes it."""
-        checkpoint = self.sign(partition, head)
+    def committed(self, checkpoint: Checkpoint) -> None:
+        """``checkpoint`` is committed to Kafka: write it to the witness (in the background)."""
         if self.witness is None:
-            return checkpoint
+            return
+        self._backlog.append(checkpoint)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_backlog())
+
+    async def settled(self) -> None:
+        """Wait until every committed checkpoint is in the witness (sealing waits for this)."""
+        async with self._drained:
+            await self._drained.wait_for(lambda: not self._backlog)
+
+    async def _write_backlog(self) -> None:
+        assert self.witness is not None
         delay = 0.2
-        while True:
+        while self._backlog:
+            checkpoint = self._backlog[0]
             try:
                 await asyncio.to_thread(self.witness.record, checkpoint)
-                return checkpoint
             except WitnessConflict as conflict:
                 # Both checkpoints are kept as evidence; verification reports the fork.
-                log.error("ledger fork on partition %d at seq %d: %s", partition, head.seq, conflict)
-                return checkpoint
+                log.error("ledger fork on partition %d at seq %d: %s", checkpoint.partition, checkpoint.seq, conflict)
             except OSError as error:
                 log.error(
                     "cannot write the witness for partition %d seq %d (%s); sealing waits",
-                    partition,
-                    head.seq,
+                    checkpoint.partition,
+                    checkpoint.seq,
                     error.strerror or error,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._backlog.popleft()
+            delay = 0.2
+        async with self._drained:
+            self._drained.notify_all()

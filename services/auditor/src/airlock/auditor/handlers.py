@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from airlock.auditor.chain import ChainHead, LedgerRecord, format_time, parse_canonical
 from airlock.auditor.checkpointing import CheckpointPolicy, Notary
+from airlock.auditor.signing import Checkpoint
 from airlock.core import headers as h
 from airlock.core.anomaly import AuditWatch
 from airlock.core.errors import ErrorCode, StageError
@@ -125,6 +126,8 @@ class SealHandler:
         if not batch:
             return []
         partition = batch[0].partition
+        # Fail closed: no new seal while a committed checkpoint is not in the witness yet.
+        await self._notary.settled()
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             # Updated in place: whenever an outcome is not committed the runtime calls
@@ -148,8 +151,19 @@ class SealHandler:
                 await self._add_checkpoint(partition, chain, results[-1])
             return results
 
+    def committed(self, incoming: Incoming | None, outcome: Outcome) -> None:
+        """After the runtime committed ``outcome``: have its checkpoints witnessed."""
+        for record in outcome.records:
+            checkpoint = Checkpoint.parse(record.value) if record.topic == self._context.topics.checkpoints else None
+            if checkpoint is not None:
+                self._notary.committed(checkpoint)
+
+    async def witnessed(self) -> None:
+        """Wait until every committed checkpoint is in the witness."""
+        await self._notary.settled()
+
     async def _add_checkpoint(self, partition: int, chain: _Chain, outcome: Outcome) -> None:
-        checkpoint = await self._notary.checkpoint(partition, chain.head)
+        checkpoint = self._notary.sign(partition, chain.head)
         outcome.records.append(
             Outgoing(topic=self._context.topics.checkpoints, value=checkpoint.to_bytes(), key=str(partition).encode())
         )

@@ -190,9 +190,11 @@ class Sealer:
         return Incoming(self.topics.audit, partition, offset, value, headers=headers)
 
     def _collect(self, outcomes: Any) -> None:
+        """Keep what the runtime would commit, and tell the handler it did (as its observer)."""
         for outcome in outcomes:
             assert isinstance(outcome, Outcome), outcome
             self.sealed.outcomes.append(outcome)
+            self.handler.committed(None, outcome)
             for record in outcome.records:
                 if record.topic == self.topics.ledger:
                     assert record.partition is not None
@@ -205,11 +207,13 @@ class Sealer:
         for first in range(0, len(values), batch):
             incoming = [self._incoming(partition, value) for value in values[first : first + batch]]
             self._collect(await self.handler.process(incoming))
+        await self.handler.witnessed()
 
     async def tick(self, partition: int) -> None:
         """Deliver a checkpoint tick, as the ticker would."""
         tick = self._incoming(partition, b'{"control":"checkpoint"}', ((h.CONTROL, CHECKPOINT_TICK.encode()),))
         self._collect(await self.handler.process([tick]))
+        await self.handler.witnessed()
 
     def export(self, out: Path, selection: Selection | None = None, exported_at: datetime | None = None) -> None:
         """Write what was sealed as an ``airlock audit export`` bundle."""
