@@ -16,7 +16,7 @@ from airlock.core.stage import RecordProcessor, StageContext
 from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 from airlock.devstack.mesh import service_inputs
-from airlock.ingest.observability import ingest_observer
+from airlock.ingest.observability import clients_file_gauge, ingest_observer
 from airlock.llm_worker.observability import BreakerCollector, worker_observer
 from airlock.llm_worker.router import Router
 from airlock.redactor.observability import redactor_observer
@@ -52,6 +52,7 @@ def exposed_metrics() -> set[str]:
         metrics = telemetry.metrics
         if service == "ingest":
             ingest_observer(metrics)
+            clients_file_gauge(metrics, lambda: False)
         elif service == "redactor":
             redactor_observer(metrics)
         elif service == "llm-worker":

@@ -155,6 +155,22 @@ def test_rotation_never_extends_an_earlier_expiry() -> None:
     assert twice.clients["billing"].keys[old_id].not_after == NOW + timedelta(hours=1)
 
 
+def test_a_refused_edit_is_reported_until_a_good_version_arrives(tmp_path: Path) -> None:
+    path = tmp_path / "clients.yaml"
+    sample().save(path)
+    registry = ClientRegistry(path)
+    registry.load()
+    good = registry.version
+
+    path.write_text("clients: [this is not a mapping\n")
+    with pytest.raises(ClientsFileError):
+        registry.refresh()
+    assert registry.refused and good in registry.refused and registry.version == good
+
+    sample().without_client("billing").save(path)
+    assert registry.refresh() and registry.refused is None
+
+
 def test_prune_removes_only_keys_whose_grace_is_over() -> None:
     file = sample()
     [old_id] = file.clients["billing"].keys

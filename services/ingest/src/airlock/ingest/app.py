@@ -19,7 +19,7 @@ from airlock.ingest.clients import ClientRegistry
 from airlock.ingest.contract import contract
 from airlock.ingest.feeds import QuotaFeed, TopicWatch, read_seen
 from airlock.ingest.handlers import IngestHandler
-from airlock.ingest.observability import ingest_observer
+from airlock.ingest.observability import clients_file_gauge, ingest_observer
 from airlock.ingest.replay import SeenRecord
 from airlock.ingest.settings import IngestSettings
 
@@ -67,7 +67,10 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         mesh=load(MeshSettings),
     )
     runtime.observe(ingest_observer(telemetry.metrics))
-    runtime.readiness_check("clients", lambda: None if registry.version else "clients file not loaded")
+    # Not ready while an edit of the clients file is refused: a revocation that did not take is
+    # an incident (ingest has no inbound traffic to lose; rollouts stop and the pods show it).
+    runtime.readiness_check("clients", lambda: registry.refused or (None if registry.version else "not loaded"))
+    clients_file_gauge(telemetry.metrics, lambda: registry.refused is not None)
     runtime.readiness_check("quota", lambda: None if feed.caught_up else "usage and admission topics not read up yet")
 
     async def start() -> None:

@@ -333,8 +333,10 @@ class ClientRegistry:
 
     Kubernetes updates a mounted Secret by swapping a symlink, so a change shows up as a new
     inode, size or modification time of the resolved path; the content's digest decides
-    whether anything really changed. An invalid new version is refused (logged by the
-    caller) and the last good one stays in force.
+    whether anything really changed. An invalid new version is refused and the last good
+    one stays in force — loudly: :attr:`refused` says so until a good version arrives (ingest
+    shows it on ``/readyz`` and as ``airlock_ingest_clients_file_refused``), since an edit
+    that revokes a key and does not take leaves that key valid.
 
     Args:
         path: The clients file (``None``: not configured; :meth:`load` says so).
@@ -345,6 +347,8 @@ class ClientRegistry:
         self._stat: tuple[int, int, int] | None = None
         self._digest: str | None = None
         self._rejected: str | None = None
+        #: Why the newest version of the file was refused (``None`` while the newest is in force).
+        self.refused: str | None = None
         self.current = ClientsFile()
         self.version = ""
 
@@ -389,9 +393,11 @@ class ClientRegistry:
             return False
         try:
             self._apply(content)
-        except ClientsFileError:
+        except ClientsFileError as error:
             self._rejected = digest
+            self.refused = f"version {digest} refused ({error}); version {self.version} stays in force"
             raise
+        self.refused = None
         return True
 
     def _read(self) -> bytes:

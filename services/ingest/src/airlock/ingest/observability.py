@@ -1,6 +1,8 @@
-"""Ingest's own metrics, read from its committed audit events (never from request text)."""
+"""Ingest's own metrics: from its committed audit events (never from request text) and its clients file."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from airlock.core.lifecycle import State
 from airlock.core.stage import Incoming, Outcome
@@ -30,3 +32,11 @@ def ingest_observer(metrics: Metrics) -> OutcomeObserver:
                 accepted.labels(metrics.tenant(event.tenant)).inc()
 
     return observe
+
+
+def clients_file_gauge(metrics: Metrics, refused: Callable[[], bool]) -> None:
+    """``airlock_ingest_clients_file_refused``: 1 while the newest clients file is refused."""
+    gauge = metrics.gauge(
+        "clients_file_refused", "1 while the newest clients file version is refused and an older one is in force."
+    )
+    gauge.set_function(lambda: 1.0 if refused() else 0.0)
