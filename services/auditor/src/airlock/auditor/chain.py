@@ -25,6 +25,8 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import from_json
 
+from airlock.core.jsondoc import parse_json
+
 GENESIS = "0" * 64
 
 #: JCS permits integers only within the exact range of an IEEE 754 double.
@@ -131,9 +133,12 @@ def parse_canonical(raw: bytes) -> tuple[dict[str, Any], bytes]:
     decisions, and numbers are vetted while parsing. Anything else takes the general path.
 
     Raises:
-        ValueError: When ``raw`` is not a JSON object (``UnicodeDecodeError`` and
-            :class:`CanonicalizationError` included).
+        ValueError: When ``raw`` is not a JSON object within bounds (``NotJSON``,
+            ``UnicodeDecodeError`` and :class:`CanonicalizationError` included).
     """
+    # Bounds first (nesting, lone surrogates: see airlock.core.jsondoc), in pydantic-core's
+    # parser: the decoders below recurse per level and take "\\ud800" for a string.
+    parse_json(raw)
     if raw.isascii() and b"\\u" not in raw:
         document = _JCS_DECODER.decode(raw.decode("ascii"))
         if type(document) is not dict:
