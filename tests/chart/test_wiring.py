@@ -220,6 +220,7 @@ def test_every_airlock_variable_is_one_the_services_read() -> None:
         "AIRLOCK_REDACTOR_POLICY_DIR",
         "AIRLOCK_LLM_WORKER_ROUTES_FILE",
         "AIRLOCK_LLM_WORKER_PRICES_FILE",
+        "AIRLOCK_INGEST_PRICES_FILE",
         "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE",
         "AIRLOCK_AUDITOR_WITNESS_DIR",
         "AIRLOCK_MESH_SIGNING_KEYS_FILE",
@@ -364,7 +365,8 @@ def test_a_config_change_rolls_exactly_the_pods_that_mount_it() -> None:
     }
     prices = _pod_checksums(merged(base, {"llmWorker": {"prices": {"content": {"currency": "EUR"}}}}))
     assert prices["llm-worker"] != before["llm-worker"]
-    assert all(prices[s] == before[s] for s in ("ingest", "redactor", "auditor"))
+    assert prices["ingest"] != before["ingest"], "ingest prices its reservations with the same table"
+    assert all(prices[s] == before[s] for s in ("redactor", "auditor"))
     # Pointing at another Secret rolls the pods that mount it.
     clients = _pod_checksums(merged(base, {"ingest": {"clients": {"existingSecret": "clients-v2"}}}))
     assert clients["ingest"] != before["ingest"] and clients["redactor"] == before["redactor"]

@@ -315,14 +315,13 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
     assert credentials.key_id in (event.details.error_message or "")
 
 
-async def test_budgets_come_from_the_usage_topic(stack: LocalStack, client: AirlockClient) -> None:
+async def test_budgets_come_from_settled_spend(stack: LocalStack, client: AirlockClient) -> None:
     tenant = unique("budget")
     await edit_clients(stack, lambda file: file.with_tenant(tenant, Limits(tokens_per_day=100, cost_per_month_usd=5)))
-    first = await client.ask(client.build("Before any usage", tenant=tenant, model=MODEL), timeout=90)
-    assert isinstance(first, CompletionReply)
-
-    # What the llm-worker writes with each completion; here, one big request's worth.
-    await publish_usage(stack, tenant, tokens=150, cost=0.01)
+    # Larger than the day's budget: admitted alone (nothing else in flight), and its settlement
+    # on the admission log (written by the llm-worker with the completion) closes the day.
+    first = await client.ask(client.build("Before any usage. " + "x" * 400, tenant=tenant, model=MODEL), timeout=90)
+    assert isinstance(first, CompletionReply) and first.usage.total_tokens > 100
 
     refusal = await first_refusal(client, tenant)
     assert refusal.code == "token_quota_exceeded"

@@ -175,23 +175,37 @@ def test_usage_cannot_be_negative(tokens: int) -> None:
         UsageRecord.model_validate_json(usage_record(tokens))
 
 
-def test_ingest_counts_only_the_usage_the_llm_worker_signed() -> None:
-    from datetime import UTC, datetime
-
+def test_ingest_counts_only_the_admission_records_their_stage_signed() -> None:
+    """Settlements count when the llm-worker signed them, intents when ingest did."""
     from aiokafka import ConsumerRecord, TopicPartition
 
+    from airlock.core.models import Settlement
+    from airlock.ingest.clients import Limits
     from airlock.ingest.feeds import QuotaFeed
+    from airlock.ingest.quota import AdmissionIntent
 
     feed = QuotaFeed(kafka=None, topics=TOPICS, door=door)  # type: ignore[arg-type]
-    tp = TopicPartition(TOPICS.usage, 0)
+    topic = TOPICS.ingest_admissions
+    tp = TopicPartition(topic, 0)
 
     def consumed(value: bytes, headers: list[tuple[str, bytes]], offset: int) -> ConsumerRecord:
-        return ConsumerRecord(TOPICS.usage, 0, offset, 0, 0, b"acme", value, None, 0, 0, headers)
+        return ConsumerRecord(topic, 0, offset, 1_000 + offset, 1, b"acme", value, None, 0, 0, headers)
 
-    genuine = usage_record(100, 20)
-    feed._apply(tp, consumed(genuine, signed("llm-worker", TOPICS.usage, genuine, b"acme"), 0))
-    forged = usage_record(5_000)
+    def settlement(tokens: int) -> bytes:
+        return Settlement(airlock_id=f"a-{tokens}", tenant="acme", client_id="c", total_tokens=tokens).to_bytes()
+
+    genuine = settlement(120)
+    feed._apply(tp, consumed(genuine, signed("llm-worker", topic, genuine, b"acme"), 0))
+    forged = settlement(5_000)
     feed._apply(tp, consumed(forged, [], 1))  # unsigned
-    feed._apply(tp, consumed(forged, signed("redactor", TOPICS.usage, forged, b"acme"), 2))  # not the metering stage
-    feed._apply(tp, consumed(forged, signed("llm-worker", TOPICS.usage, genuine, b"acme"), 3))  # a signature moved
-    assert feed.book.tokens_today("tenant", "acme", datetime.now(UTC)) == 120
+    feed._apply(tp, consumed(forged, signed("redactor", topic, forged, b"acme"), 2))  # not a writer of the log
+    feed._apply(tp, consumed(forged, signed("ingest", topic, forged, b"acme"), 3))  # a writer, but not of settlements
+    feed._apply(tp, consumed(forged, signed("llm-worker", topic, genuine, b"acme"), 4))  # a signature moved
+    assert feed.arbiter.tokens_today("tenant", "acme") == 120
+
+    capped = AdmissionIntent(airlock_id="x", tenant="acme", client_id="c", tenant_limits=Limits(max_in_flight=9))
+    value = capped.to_bytes()
+    feed._apply(tp, consumed(value, signed("llm-worker", topic, value, b"acme"), 5))  # intents are ingest's
+    assert feed.arbiter.decision_for("x") is None
+    feed._apply(tp, consumed(value, signed("ingest", topic, value, b"acme"), 6))
+    assert feed.arbiter.in_flight("tenant", "acme") == 1

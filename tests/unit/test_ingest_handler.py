@@ -12,13 +12,14 @@ import pytest
 
 from airlock.core import headers as h
 from airlock.core.lifecycle import State
-from airlock.core.models import Envelope, ErrorReply, Usage, UsageRecord
+from airlock.core.models import Envelope, ErrorReply, Settlement, Usage
+from airlock.core.pricing import DEFAULT_PRICES
 from airlock.core.signing import generate_secret, request_partition, signing_headers
 from airlock.core.stage import Incoming, Outcome, StageContext
 from airlock.core.topics import Topics
 from airlock.ingest.clients import ClientKey, ClientPolicy, ClientRegistry, ClientsFile, Limits
 from airlock.ingest.handlers import IngestHandler
-from airlock.ingest.quota import Admission, AdmissionIntent, RateArbiter, UsageBook
+from airlock.ingest.quota import Admission, AdmissionArbiter, AdmissionIntent
 from airlock.ingest.replay import SeenRecord
 from airlock.ingest.settings import IngestSettings
 
@@ -51,8 +52,7 @@ class Gate:
     """The admission log in memory: the real arbiter, one log timestamp per call."""
 
     def __init__(self) -> None:
-        self.book = UsageBook()
-        self.arbiter = RateArbiter()
+        self.arbiter = AdmissionArbiter()
         self.log_ms = int(NOW.timestamp() * 1000)
         self.intents: list[AdmissionIntent] = []
         self.fail: Exception | None = None
@@ -64,7 +64,16 @@ class Gate:
         if self.fail:
             raise self.fail
         self.intents.extend(intents)
-        return [self.arbiter.apply(intent, self.log_ms) for intent in intents]
+        return [decision for intent in intents if (decision := self.arbiter.apply(intent, self.log_ms))]
+
+    def settle(self, tenant: str, tokens: int, cost: float) -> None:
+        """What the llm-worker appends to the log with a completion."""
+        self.arbiter.apply(
+            Settlement(
+                airlock_id=f"s-{tokens}-{cost}", tenant=tenant, client_id="billing", total_tokens=tokens, cost_usd=cost
+            ),
+            self.log_ms,
+        )
 
 
 class ReplyTopicsSeen:
@@ -451,9 +460,9 @@ async def test_requests_per_minute_are_admitted_by_the_log(tmp_path: Path) -> No
     ]
     refusal = error_of(outcomes[2])
     assert refusal.code == "rate_limited" and "tenant 'acme'" in refusal.message
-    assert refusal.retry_after == pytest.approx(30.0)  # the log's clock is 12:00:30
-    assert [i.tenant_rpm for i in ingest.gate.intents] == [2, 2, 2, 2]
-    ingest.gate.log_ms += 60_000  # the next minute
+    assert refusal.retry_after == pytest.approx(60.0)  # both admissions leave the window in 60 s
+    assert [i.tenant_limits.requests_per_minute for i in ingest.gate.intents] == [2, 2, 2, 2]
+    ingest.gate.log_ms += 60_000  # the window has passed
     [later] = await ingest.run(ingest.signed(ingest.request()))
     assert topics_of(later)[0] == "t.accepted"
 
@@ -465,24 +474,9 @@ async def test_client_rate_limit_applies_on_top_of_the_tenants(tmp_path: Path) -
     assert error_of(second).code == "rate_limited" and "client 'billing'" in error_of(second).message
 
 
-async def test_no_admission_round_trip_without_a_rate_limit(ingest: Harness) -> None:
+async def test_no_admission_round_trip_without_any_limit(ingest: Harness) -> None:
     await ingest.run(ingest.signed(ingest.request()))
     assert ingest.gate.intents == []
-
-
-def usage(tenant: str, tokens: int, cost: float, at: datetime = NOW) -> UsageRecord:
-    return UsageRecord(
-        airlock_id="a",
-        request_id="r",
-        client_id="billing",
-        tenant=tenant,
-        use_case="default",
-        model="gpt-4o-mini",
-        served_model="gpt-4o-mini",
-        usage=Usage(input_tokens=tokens // 2, output_tokens=tokens - tokens // 2),
-        cost_usd=cost,
-        at=at,
-    )
 
 
 @pytest.mark.parametrize(
@@ -494,9 +488,9 @@ def usage(tenant: str, tokens: int, cost: float, at: datetime = NOW) -> UsageRec
 )
 async def test_budgets_refuse_with_retry_after(tmp_path: Path, limits: Limits, code: str, retry_after: int) -> None:
     ingest = Harness(tmp_path, clients().with_tenant("acme", limits))
-    ingest.gate.book.add(usage("acme", 999, 0.49))
+    ingest.gate.settle("acme", 999, 0.49)
     [allowed] = await ingest.run(ingest.signed(ingest.request()))
-    ingest.gate.book.add(usage("acme", 1, 0.01))
+    ingest.gate.settle("acme", 1, 0.01)
     [refused] = await ingest.run(ingest.signed(ingest.request()))
 
     assert topics_of(allowed)[0] == "t.accepted"
@@ -505,11 +499,18 @@ async def test_budgets_refuse_with_retry_after(tmp_path: Path, limits: Limits, c
     assert code_of(refused) == code
 
 
-async def test_yesterdays_tokens_do_not_count_today(tmp_path: Path) -> None:
-    ingest = Harness(tmp_path, clients().with_tenant("acme", Limits(tokens_per_day=10)))
-    ingest.gate.book.add(usage("acme", 50, 0.0, at=NOW - timedelta(days=1)))
-    [outcome] = await ingest.run(ingest.signed(ingest.request()))
-    assert topics_of(outcome)[0] == "t.accepted"
+async def test_the_intent_reserves_the_prompt_and_max_tokens_at_the_models_price(tmp_path: Path) -> None:
+    ingest = Harness(tmp_path, clients(limits={"max_in_flight": 5}))
+    document = ingest.request()
+    await ingest.run(ingest.signed(document))
+    [intent] = ingest.gate.intents
+    prompt = sum(len(m["content"].encode()) for m in document["messages"])
+    completion = document.get("params", {}).get("max_tokens") or 500  # else the client's max_tokens
+    assert intent.tokens >= prompt + completion and intent.client_limits.max_in_flight == 5
+    assert intent.cost_usd == pytest.approx(
+        DEFAULT_PRICES.cost(document["model"], Usage(input_tokens=intent.tokens - completion, output_tokens=completion))
+    )
+    assert intent.cost_usd > 0 and intent.deadline_ms > int(NOW.timestamp() * 1000)
 
 
 async def test_record_on_a_foreign_partition_is_moved_home_unchanged(ingest: Harness) -> None:

@@ -19,6 +19,7 @@ from airlock.core.models import (
     LLMRequest,
     RedactionSummary,
     SealedVault,
+    Settlement,
     Usage,
     UsageRecord,
 )
@@ -148,7 +149,7 @@ async def test_completion_usage_record_and_audit_event_form_one_outcome() -> Non
     outcome = await handler(provider).handle(incoming())
 
     records = by_topic(outcome)
-    assert set(records) == {"t.completions", "t.usage"}
+    assert set(records) == {"t.completions", "t.usage", "t.ingest.admissions"}
     completed = Envelope.model_validate_json(records["t.completions"][0])
     assert completed.state is State.COMPLETED and completed.completion is not None
     assert completed.completion.target == "primary" and completed.completion.attempts == 1
@@ -168,6 +169,11 @@ async def test_completion_usage_record_and_audit_event_form_one_outcome() -> Non
     assert details.extra is not None and details.extra["trail"] == "primary:ok"
     assert details.extra["params"] == "max_tokens set to 64"  # acme's ceiling
     assert provider.calls == [("primary", {"max_tokens": 64})]
+    [settlement_record] = [r for r in outcome.records if r.topic == "t.ingest.admissions"]
+    settlement = Settlement.model_validate_json(settlement_record.value)
+    assert (settlement.airlock_id, settlement.tenant, settlement.outcome) == (completed.airlock_id, "acme", "completed")
+    assert (settlement.total_tokens, settlement.cost_usd) == (3000, usage.cost_usd)
+    assert settlement_record.partition == 0, "the admission log has one partition, read in order"
 
 
 async def test_fallback_is_recorded_with_the_serving_target_and_priced_by_its_model() -> None:
@@ -197,9 +203,11 @@ async def test_every_target_failing_ends_failed_with_reply_dlq_and_audit() -> No
     outcome = await handler(provider).handle(record)
 
     records = by_topic(outcome)
-    assert set(records) == {"t.responses.billing", "t.dlq"}
+    assert set(records) == {"t.responses.billing", "t.dlq", "t.ingest.admissions"}
     reply = ErrorReply.model_validate_json(records["t.responses.billing"][0])
     assert reply.code == "model_unavailable" and reply.stage == "llm-worker"
+    [released] = [Settlement.model_validate_json(v) for v in records["t.ingest.admissions"]]
+    assert (released.outcome, released.total_tokens, released.cost_usd) == ("failed", 0, 0.0)
     assert "primary:503,primary:503,backup:503,backup:503" in reply.message
     [dead] = [r for r in outcome.records if r.topic == "t.dlq"]
     assert dead.value == record.value and dict(dead.headers)[h.ERROR_CODE] == b"model_unavailable"

@@ -233,7 +233,8 @@ class UsageRecord(_Model):
     """One request's metered usage, published on the usage topic by the llm-worker.
 
     It is written in the same transaction as the completion, so spend is never lost and
-    never counted twice; ingest replicas read the topic to enforce quotas and budgets.
+    never counted twice; reports read it (``airlock usage``). Admission decides from the
+    :class:`Settlement` written beside it on ingest's admission log.
 
     Attributes:
         model: The logical model the caller asked for.
@@ -256,6 +257,34 @@ class UsageRecord(_Model):
     cost_usd: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     cached: bool = False
     at: datetime = Field(default_factory=utcnow)
+
+
+class Settlement(_Model):
+    """What one admitted request finally cost, for ingest's admission log.
+
+    The llm-worker writes one with every completion and every failure, in the same
+    transaction (so on the single partition of ``<prefix>ingest.admissions``, in the order
+    every ingest replica reads). It settles the reservation ingest made when it admitted the
+    request: the estimate is released and the actual spend counted. See
+    :mod:`airlock.ingest.quota`.
+
+    Attributes:
+        airlock_id: The request settled.
+        tenant: The tenant billed.
+        client_id: The client that sent it.
+        total_tokens: Input plus output tokens spent (0 for failures and cache hits).
+        cost_usd: Cost from the llm-worker's price table.
+        outcome: ``completed`` or ``failed``.
+    """
+
+    kind: Literal["settlement"] = "settlement"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    airlock_id: str
+    tenant: str
+    client_id: str
+    total_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    outcome: Literal["completed", "failed"] = "completed"
 
 
 Reply = Annotated[CompletionReply | ErrorReply, Field(discriminator="kind")]

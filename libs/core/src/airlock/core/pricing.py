@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from airlock.core.models import Usage
+from airlock.core.settings import SettingsError
 
 
 class ModelPrice(BaseModel):
@@ -41,6 +42,20 @@ class PriceTable(BaseModel):
     def from_yaml(cls, path: Path) -> PriceTable:
         """Load and validate a price table file."""
         return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+
+    @classmethod
+    def configured(cls, path: Path | None, *, variable: str) -> PriceTable:
+        """The table in ``path``, or the built-in list prices when no file is configured.
+
+        Raises:
+            SettingsError: The file is unreadable or invalid (named by ``variable``).
+        """
+        if path is None:
+            return DEFAULT_PRICES
+        try:
+            return cls.from_yaml(path)
+        except (OSError, ValueError) as error:
+            raise SettingsError(f"{variable}: cannot load {path}: {error}") from None
 
     def is_priced(self, model: str) -> bool:
         """Whether the table has a price for ``model``."""

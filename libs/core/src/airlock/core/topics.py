@@ -176,10 +176,11 @@ class Topics:
             # Written by ingest partition p to partition p (same count as requests): replays and
             # duplicate request ids are remembered as long as the idempotency window needs.
             spec(self.ingest_seen, {"retention.ms": str(settings.ingest_seen_retention_ms)}),
-            # The broker stamps admissions (LogAppendTime), so every replica buckets them alike.
+            # Intents and settlements: the broker stamps them (LogAppendTime), so every replica
+            # buckets them alike, and they outlive the longest budget window, as usage does.
             spec(
                 self.ingest_admissions,
-                {"retention.ms": str(3600 * 1000), "message.timestamp.type": "LogAppendTime"},
+                {"retention.ms": str(settings.usage_retention_ms), "message.timestamp.type": "LogAppendTime"},
                 count=1,
             ),
             # The ledger mirrors the audit topic partition for partition.

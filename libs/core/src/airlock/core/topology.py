@@ -63,7 +63,8 @@ STAGES: tuple[StageSpec, ...] = (
         "airlock.llm_worker.app:app",
         inputs=("redacted",),
         reads=("llm_cache", "llm_pacing"),
-        writes=("completions", "usage", "llm_cache", "llm_pacing", *_EVERY_STAGE_WRITES),
+        # ``ingest_admissions``: each request's settlement, which releases ingest's reservation.
+        writes=("completions", "usage", "ingest_admissions", "llm_cache", "llm_pacing", *_EVERY_STAGE_WRITES),
         replies=True,
     ),
     StageSpec(

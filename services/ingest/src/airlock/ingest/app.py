@@ -10,6 +10,7 @@ from datetime import datetime
 from airlock.core import logs
 from airlock.core.admin import partition_counts
 from airlock.core.authenticity import MeshSettings
+from airlock.core.pricing import PriceTable
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import SettingsError, load
 from airlock.core.stage import StageContext
@@ -39,8 +40,8 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     topics = Topics(settings.kafka.topic_prefix)
     context = StageContext(SERVICE, topics)
     registry = ClientRegistry(settings.clients_file)
-    # Usage counts only when the llm-worker signed it (the runtime loads the keys on start).
-    feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door())
+    # Admission records count only when signed by their stage (the runtime loads the keys on start).
+    feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door(), signer=lambda: runtime.signer)
     watch = TopicWatch(settings.kafka, topics)
     tasks: list[asyncio.Task[None]] = []
 
@@ -55,6 +56,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         quota=feed,
         reply_topics=watch,
         partitions=lambda: watch.count,
+        prices=PriceTable.configured(settings.prices_file, variable="AIRLOCK_INGEST_PRICES_FILE"),
     )
     telemetry = Telemetry.from_env(SERVICE)
     runtime = StageRuntime(
@@ -71,7 +73,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     # an incident (ingest has no inbound traffic to lose; rollouts stop and the pods show it).
     runtime.readiness_check("clients", lambda: registry.refused or (None if registry.version else "not loaded"))
     clients_file_gauge(telemetry.metrics, lambda: registry.refused is not None)
-    runtime.readiness_check("quota", lambda: None if feed.caught_up else "usage and admission topics not read up yet")
+    runtime.readiness_check("quota", lambda: None if feed.caught_up else "the admission log is not read up yet")
 
     async def start() -> None:
         registry.load()

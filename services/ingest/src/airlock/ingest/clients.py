@@ -63,14 +63,21 @@ class Limits(_Strict):
     """Quotas and budgets; ``None`` means not enforced.
 
     Attributes:
-        requests_per_minute: Requests admitted per calendar minute (UTC).
+        requests_per_minute: Requests admitted in any 60 seconds (a sliding window).
         tokens_per_day: Input plus output tokens per calendar day (UTC).
-        cost_per_month_usd: Spend per calendar month (UTC), from the usage records' cost.
+        cost_per_month_usd: Spend per calendar month (UTC), from the llm-worker's prices.
+        max_in_flight: Requests admitted and not yet settled (completed or failed) at once.
     """
 
     requests_per_minute: int | None = Field(default=None, ge=0)
     tokens_per_day: int | None = Field(default=None, ge=0)
     cost_per_month_usd: float | None = Field(default=None, ge=0)
+    max_in_flight: int | None = Field(default=None, ge=0)
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set (else admission needs no round trip to the log)."""
+        return any(value is not None for value in self.model_dump().values())
 
 
 class ClientKey(_Strict):
@@ -297,7 +304,7 @@ def new_key(client_id: str, now: datetime | None = None) -> tuple[str, ClientKey
 
 
 def describe_limits(limits: Limits) -> str:
-    """``rpm 600, tokens/day 2000000, cost/month $500.00`` (or ``none``)."""
+    """``rpm 600, tokens/day 2000000, cost/month $500.00, in flight 20`` (or ``none``)."""
     parts = []
     if limits.requests_per_minute is not None:
         parts.append(f"rpm {limits.requests_per_minute}")
@@ -305,6 +312,8 @@ def describe_limits(limits: Limits) -> str:
         parts.append(f"tokens/day {limits.tokens_per_day}")
     if limits.cost_per_month_usd is not None:
         parts.append(f"cost/month ${limits.cost_per_month_usd:.2f}")
+    if limits.max_in_flight is not None:
+        parts.append(f"in flight {limits.max_in_flight}")
     return ", ".join(parts) or "none"
 
 

@@ -2,9 +2,10 @@
 
 This is the only ingest module that talks to Kafka directly (besides the stage runtime).
 Every replica runs one :class:`QuotaFeed`: a reader of the single-partition admission log
-(rate limits, decided by :class:`~airlock.ingest.quota.RateArbiter`) and of every usage
-partition since the start of the month (:class:`~airlock.ingest.quota.UsageBook`), plus an
-idempotent producer for its own admission intents. :func:`read_seen` rebuilds one request
+since the start of the month (intents and settlements, decided by
+:class:`~airlock.ingest.quota.AdmissionArbiter`) and an idempotent producer for its own
+admission intents. ``airlock usage`` reads the usage topic too
+(:class:`~airlock.ingest.quota.UsageBook`). :func:`read_seen` rebuilds one request
 partition's :class:`~airlock.ingest.replay.SeenBook` when the partition is (re)assigned.
 """
 
@@ -22,19 +23,26 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from airlock.core.admin import list_topics, partition_counts
-from airlock.core.authenticity import DoorCheck, RecordRefused
-from airlock.core.models import UsageRecord
+from airlock.core.authenticity import DoorCheck, RecordRefused, StageSigner
+from airlock.core.models import Settlement, UsageRecord
 from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 from airlock.core.topics import Topics
-from airlock.ingest.quota import Admission, AdmissionIntent, RateArbiter, UsageBook, month_start
+from airlock.ingest.quota import (
+    Admission,
+    AdmissionArbiter,
+    AdmissionIntent,
+    UsageBook,
+    month_start,
+    read_admission_record,
+)
 from airlock.ingest.replay import SeenRecord
 
 log = logging.getLogger("airlock.ingest.feeds")
 
-#: Read this much of the admission log at start: the current minute whole, and the last one.
-ADMISSIONS_LOOKBACK_MS = 180_000
-
+#: Who signs which admission-log record: a forged settlement could free a tenant's budget,
+#: a forged intent exhaust it.
+ADMISSION_SIGNERS: dict[type, str] = {AdmissionIntent: "ingest", Settlement: "llm-worker"}
 
 #: Longest an on-demand topic lookup may hold up a batch.
 LOOKUP_TIMEOUT_S = 5.0
@@ -59,18 +67,32 @@ async def _seek_since(consumer: AIOKafkaConsumer, since_ms: dict[TopicPartition,
 
 
 class QuotaFeed:
-    """The admission log and the usage topic, read continuously; admission intents written.
+    """The admission log (and, for reports, the usage topic), read continuously; intents written.
 
     Args:
         kafka: Connection settings.
         topics: Topic names.
+        door: The mesh's door check: admission records count only when signed by the stage
+            that writes them (``None``: not checked, for reports).
+        signer: This replica's stage signer, for its intents (``None``: unsigned).
+        read_usage: Also read the usage topic into :attr:`book` (``airlock usage``).
     """
 
-    def __init__(self, kafka: KafkaSettings, topics: Topics, *, door: Callable[[], DoorCheck] | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: Topics,
+        *,
+        door: Callable[[], DoorCheck] | None = None,
+        signer: Callable[[], StageSigner | None] | None = None,
+        read_usage: bool = False,
+    ) -> None:
         self._kafka = kafka
         self._topics = topics
         self._door = door
-        self.arbiter = RateArbiter()
+        self._signer = signer
+        self._read_usage = read_usage
+        self.arbiter = AdmissionArbiter()
         self.book = UsageBook()
         self._admissions = TopicPartition(topics.ingest_admissions, 0)
         self._position = -1
@@ -82,21 +104,17 @@ class QuotaFeed:
 
     async def start(self) -> None:
         """Connect, position the readers and start following (returns before catching up)."""
-        counts = await partition_counts(self._kafka, [self._topics.ingest_admissions, self._topics.usage])
-        if counts.get(self._topics.ingest_admissions, 0) < 1 or counts.get(self._topics.usage, 0) < 1:
-            raise RuntimeError(
-                f"topics {self._topics.ingest_admissions} and {self._topics.usage} must exist: "
-                "run `airlock topics provision`"
-            )
-        usage = [TopicPartition(self._topics.usage, p) for p in range(counts[self._topics.usage])]
+        needed = [self._topics.ingest_admissions, *([self._topics.usage] if self._read_usage else [])]
+        counts = await partition_counts(self._kafka, needed)
+        if any(counts.get(name, 0) < 1 for name in needed):
+            raise RuntimeError(f"topics {', '.join(needed)} must exist: run `airlock topics provision`")
+        usage = [TopicPartition(self._topics.usage, p) for p in range(counts.get(self._topics.usage, 0))]
         self._consumer = _consumer(self._kafka)
         await self._consumer.start()
         self._consumer.assign([self._admissions, *usage])
-        now_ms = int(time.time() * 1000)
-        since = {self._admissions: now_ms - ADMISSIONS_LOOKBACK_MS}
+        # Cost budgets are per calendar month: the log since its start rebuilds every decision.
         month_ms = int(month_start(datetime.now(UTC)).timestamp() * 1000)
-        since.update({tp: month_ms for tp in usage})
-        await _seek_since(self._consumer, since)
+        await _seek_since(self._consumer, {tp: month_ms for tp in [self._admissions, *usage]})
         targets = await self._consumer.end_offsets([self._admissions, *usage])
         self._producer = AIOKafkaProducer(**self._kafka.client_args(), enable_idempotence=True, acks="all", linger_ms=0)
         await self._producer.start()
@@ -124,7 +142,7 @@ class QuotaFeed:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:
-            raise FeedUnavailable("usage and admission topics not read up yet") from None
+            raise FeedUnavailable("the admission log is not read up yet") from None
 
     async def admit(self, intents: Sequence[AdmissionIntent], timeout_s: float) -> list[Admission]:
         """Append ``intents`` to the admission log and return the log's decisions on them.
@@ -135,12 +153,14 @@ class QuotaFeed:
         assert self._producer is not None, "start the feed first"
         if not intents:
             return []
-        sends = [
-            await self._producer.send(
-                self._admissions.topic, intent.to_bytes(), key=intent.tenant.encode(), partition=0
+        signer = self._signer() if self._signer else None
+        sends = []
+        for intent in intents:
+            value, key = intent.to_bytes(), intent.tenant.encode()
+            headers = [signer.header(self._admissions.topic, key, value)] if signer else None
+            sends.append(
+                await self._producer.send(self._admissions.topic, value, key=key, partition=0, headers=headers)
             )
-            for intent in intents
-        ]
         try:
             written = await asyncio.wait_for(asyncio.gather(*sends), timeout_s)
             last = max(meta.offset for meta in written)
@@ -167,7 +187,7 @@ class QuotaFeed:
                     behind = [tp for tp, end in targets.items() if await self._consumer.position(tp) < end]
                     if not behind:
                         self._ready.set()
-                        log.info("quota state read up (admission log and usage since the start of the month)")
+                        log.info("quota state read up (the admission log since the start of the month)")
             except KafkaError as error:
                 log.warning("reading quota state failed (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
@@ -181,26 +201,27 @@ class QuotaFeed:
 
     def _apply(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         value = record.value or b""
+        headers = [(k, v or b"") for k, v in record.headers or ()]
+        where = f"{tp.topic}/{tp.partition}@{record.offset}"
         try:
             if tp == self._admissions:
-                self.arbiter.apply(AdmissionIntent.model_validate_json(value), record.timestamp)
+                entry = read_admission_record(value)
+                if self._door is not None:
+                    signer = self._door().signer(tp.topic, record.key, value, headers)
+                    if signer != ADMISSION_SIGNERS[type(entry)]:
+                        raise RecordRefused(f"a {entry.kind} signed by {signer}")
+                self.arbiter.apply(entry, record.timestamp)
                 return
-            if self._door is not None:
-                # Spend counts only when the llm-worker signed it: a forged record could
-                # otherwise reset (or exhaust) a tenant's budget.
-                self._door().signer(tp.topic, record.key, value, [(k, v or b"") for k, v in record.headers or ()])
             self.book.add(UsageRecord.model_validate_json(value))
-        except ValidationError:
-            log.warning("skipping unreadable record on %s/%d", tp.topic, tp.partition)
-        except RecordRefused as refused:
-            log.warning(
-                "skipping unauthentic usage record at %s/%d@%d: %s", tp.topic, tp.partition, record.offset, refused
-            )
+        except RecordRefused as refused:  # before ValueError, which it is
+            log.warning("skipping unauthentic record at %s: %s", where, refused)
+        except (ValueError, ValidationError) as error:
+            log.warning("skipping unreadable record at %s: %s", where, str(error)[:200])
 
 
 async def quota_snapshot(kafka: KafkaSettings, topics: Topics, timeout_s: float = 60.0) -> QuotaFeed:
     """The quota state as of now (for ``airlock usage``): a feed read up, then stopped."""
-    feed = QuotaFeed(kafka, topics)
+    feed = QuotaFeed(kafka, topics, read_usage=True)
     await feed.start()
     try:
         await feed.wait_ready(timeout_s)

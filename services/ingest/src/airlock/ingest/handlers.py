@@ -2,11 +2,12 @@
 
 Per record, in order: authenticate (signature) → move to its home partition if it arrived
 elsewhere → replay → size and schema → identity (body vs signed headers) → authorization →
-duplicate request id → token and cost budgets → requests-per-minute admission. The first
-five need nothing but the record and the clients file; replays and duplicates need the
-partition's :class:`~airlock.ingest.replay.SeenBook`; budgets and admissions the shared
-:class:`QuotaGate`. A batch's admissions go to the admission log together, so a batch costs
-one round trip, not one per record.
+duplicate request id → admission (rate, in-flight, token and cost limits). The first five
+need nothing but the record and the clients file; replays and duplicates need the
+partition's :class:`~airlock.ingest.replay.SeenBook`; admission the shared
+:class:`QuotaGate`, which reserves each admitted request's estimated spend (see
+:mod:`airlock.ingest.quota`). A batch's admissions go to the admission log together, so a
+batch costs one round trip, not one per record; requests without any limit skip it.
 
 Who hears about a refusal: an unauthenticated record gets no reply (anyone could otherwise
 make Airlock write errors into someone's reply topic); an authenticated one gets its error
@@ -28,7 +29,8 @@ from airlock.core import headers as h
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.jsondoc import NotJSON, parse_json
 from airlock.core.lifecycle import State
-from airlock.core.models import AuditDetails, AuditEvent, Envelope, LLMRequest, utcnow
+from airlock.core.models import AuditDetails, AuditEvent, Envelope, LLMRequest, Usage, utcnow
+from airlock.core.pricing import DEFAULT_PRICES, PriceTable
 from airlock.core.signing import request_partition
 from airlock.core.stage import (
     Incoming,
@@ -41,9 +43,9 @@ from airlock.core.stage import (
     prompt_digest,
 )
 from airlock.ingest.auth import Sender, authenticate, claimed_client
-from airlock.ingest.clients import ClientRegistry, ClientsFile
+from airlock.ingest.clients import ClientPolicy, ClientRegistry, ClientsFile, Limits
 from airlock.ingest.policy import authorize, may_reply
-from airlock.ingest.quota import Admission, AdmissionIntent, UsageBook, check_budgets, rate_refusal
+from airlock.ingest.quota import Admission, AdmissionIntent, estimate_tokens
 from airlock.ingest.replay import SeenBook, SeenRecord
 from airlock.ingest.settings import IngestSettings
 from airlock.ingest.validation import addressing, parse_request
@@ -67,9 +69,7 @@ class ReplyTopics(Protocol):
 
 
 class QuotaGate(Protocol):
-    """Shared quota state: the usage book and the admission log (:class:`~airlock.ingest.feeds.QuotaFeed`)."""
-
-    book: UsageBook
+    """Shared quota state: the admission log (:class:`~airlock.ingest.feeds.QuotaFeed`)."""
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until the state is read up."""
@@ -116,6 +116,7 @@ class IngestHandler:
         quota: Usage and admission state shared by all replicas.
         reply_topics: Which reply topics exist (a reply to any other could not be committed).
         partitions: The request topic's current partition count (``None`` while unknown).
+        prices: The price table (estimates what a request may cost, for cost budgets).
         clock: The current time (tests pass a fixed one).
     """
 
@@ -129,6 +130,7 @@ class IngestHandler:
         quota: QuotaGate,
         reply_topics: ReplyTopics,
         partitions: Callable[[], int | None],
+        prices: PriceTable = DEFAULT_PRICES,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._context = context
@@ -138,6 +140,7 @@ class IngestHandler:
         self._quota = quota
         self._reply_topics = reply_topics
         self._partitions = partitions
+        self._prices = prices
         self._clock = clock
         self._books: dict[int, SeenBook] = {}
         self._epochs: dict[int, int] = {}
@@ -283,33 +286,38 @@ class IngestHandler:
             original = book.accepted(sender.client_id, sender.request_id)
             if original is not None:
                 raise _duplicate(original)
-            check_budgets(
-                self._quota.book,
-                tenant=request.tenant,
-                tenant_limits=tenant_limits,
-                client_id=sender.client_id,
-                client_limits=sender.policy.limits,
-                now=now,
-            )
         except StageError as error:
             return self._refuse(incoming, airlock_id, sender, error, now, seen=seen, request=request)
-        client_rpm = sender.policy.limits.requests_per_minute
         intent = None
-        if tenant_limits.requests_per_minute is not None or client_rpm is not None:
-            intent = AdmissionIntent(
-                airlock_id=airlock_id,
-                tenant=request.tenant,
-                client_id=sender.client_id,
-                tenant_rpm=tenant_limits.requests_per_minute,
-                client_rpm=client_rpm,
-            )
+        if tenant_limits.any or sender.policy.limits.any:
+            intent = self._intent(airlock_id, request, sender.policy, tenant_limits, now)
         return _Candidate(incoming, airlock_id, sender, request, seen, intent, now)
+
+    def _intent(
+        self, airlock_id: str, request: LLMRequest, policy: ClientPolicy, tenant_limits: Limits, now: datetime
+    ) -> AdmissionIntent:
+        """The admission intent of a request, with what it may spend at most."""
+        completion = request.params.max_tokens or policy.max_tokens
+        prompt_bytes = sum(len(m.content.encode("utf-8", "surrogatepass")) for m in request.messages)
+        tokens = estimate_tokens(prompt_bytes, len(request.messages), completion)
+        cost = self._prices.cost(request.model, Usage(input_tokens=tokens - completion, output_tokens=completion))
+        deadline = deadline_after(now, self._settings.request_deadline_s)
+        return AdmissionIntent(
+            airlock_id=airlock_id,
+            tenant=request.tenant,
+            client_id=request.client_id,
+            tenant_limits=tenant_limits,
+            client_limits=policy.limits,
+            tokens=tokens,
+            cost_usd=cost,
+            deadline_ms=int(deadline.timestamp() * 1000),
+        )
 
     def _decide(self, item: _Candidate, admission: Admission | None, book: SeenBook, now: datetime) -> Outcome:
         """Accept a candidate unless the admission log refused it or its id was taken meanwhile."""
         refusal: StageError | None = None
         if item.intent is not None and admission is not None and not admission.admitted:
-            refusal = rate_refusal(admission, item.intent)
+            refusal = admission.refusal()
         original = book.accepted(item.sender.client_id, item.sender.request_id)
         if original is not None:  # an earlier record of this batch took the id
             refusal = _duplicate(original)

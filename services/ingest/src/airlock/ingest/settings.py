@@ -25,6 +25,8 @@ class IngestSettings(StageSettings):
             within it is refused and never reaches the model. At least twice the tolerance.
         quota_timeout_s: How long a batch may wait for the shared quota state before its
             records are retried (and, after ``max_attempts``, refused: fail closed).
+        prices_file: The llm-worker's price table (the same file), to estimate what a request
+            may cost before admitting it under a cost budget; built-in list prices without it.
         kafka: Connection settings (``AIRLOCK_KAFKA_*``).
         topics: Provisioning settings (``AIRLOCK_TOPICS_*``).
     """
@@ -37,6 +39,7 @@ class IngestSettings(StageSettings):
     signature_tolerance_s: float = Field(default=300.0, gt=0)
     idempotency_window_s: float = Field(default=3600.0, gt=0)
     quota_timeout_s: float = Field(default=10.0, gt=0)
+    prices_file: Path | None = None
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
 

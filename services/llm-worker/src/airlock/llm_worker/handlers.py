@@ -8,10 +8,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.lifecycle import State
-from airlock.core.models import AuditDetails, AuditScalar, Completion, Envelope, Usage, utcnow
+from airlock.core.models import AuditDetails, AuditScalar, Completion, Envelope, Settlement, Usage, utcnow
 from airlock.core.pricing import PriceTable
 from airlock.core.stage import Incoming, Outcome, Outgoing, Result, StageContext, read_envelope
 from airlock.core.telemetry.tracing import record_scope
@@ -23,13 +24,16 @@ from airlock.llm_worker.routing import RoutingTable, TargetSpec
 
 log = logging.getLogger("airlock.llm_worker")
 
+SettledAs = Literal["completed", "failed"]
+
 
 class CompletionHandler:
     """REDACTED → COMPLETED | FAILED, with a batch's calls running concurrently.
 
-    A completed request's outputs — the completion for the redactor, its usage record, the
-    COMPLETED audit event and, when the tenant opted in, the cache entry — form one outcome,
-    committed in one transaction with the input offset.
+    A completed request's outputs — the completion for the redactor, its usage record, its
+    settlement for ingest's admission log, the COMPLETED audit event and, when the tenant
+    opted in, the cache entry — form one outcome, committed in one transaction with the input
+    offset. A failed request is settled too (at no spend), so its reservation is released.
 
     Args:
         context: Audit and record builders.
@@ -186,8 +190,27 @@ class CompletionHandler:
             records=[
                 context.forward(context.topics.completions, completed, incoming),
                 Outgoing(topic=context.topics.usage, value=usage.to_bytes(), key=request.tenant.encode()),
+                self._settlement(envelope, completion.usage.total_tokens, cost, "completed"),
             ],
             events=[event],
+        )
+
+    def _settlement(self, envelope: Envelope, tokens: int, cost: float, outcome: SettledAs) -> Outgoing:
+        """The request's settlement, on the single partition of ingest's admission log."""
+        request = envelope.request
+        settlement = Settlement(
+            airlock_id=envelope.airlock_id,
+            tenant=request.tenant,
+            client_id=request.client_id,
+            total_tokens=tokens,
+            cost_usd=cost,
+            outcome=outcome,
+        )
+        return Outgoing(
+            topic=self._context.topics.ingest_admissions,
+            value=settlement.to_bytes(),
+            key=request.tenant.encode(),
+            partition=0,
         )
 
     def _cache_record(self, envelope: Envelope, completion: Completion, key: str, ttl_s: float) -> Outgoing:
@@ -230,7 +253,7 @@ class CompletionHandler:
         attempts: int | None = None,
         trail: str | None = None,
     ) -> Outcome:
-        return self._context.fail(
+        outcome = self._context.fail(
             incoming,
             error,
             airlock_id=envelope.airlock_id,
@@ -243,6 +266,8 @@ class CompletionHandler:
                 extra={"trail": trail} if trail else None,
             ),
         )
+        outcome.records.append(self._settlement(envelope, 0, 0.0, "failed"))
+        return outcome
 
 
 def _from_cache(entry: CacheEntry) -> Completion:

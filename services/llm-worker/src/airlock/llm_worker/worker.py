@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import openai
 
-from airlock.core.pricing import DEFAULT_PRICES, PriceTable
+from airlock.core.pricing import PriceTable
 from airlock.core.settings import SettingsError
 from airlock.core.stage import StageContext
 from airlock.llm_worker.cache import ResponseCache
@@ -45,12 +45,7 @@ def price_table(settings: LLMWorkerSettings) -> PriceTable:
     Raises:
         SettingsError: The file is unreadable or invalid.
     """
-    if settings.prices_file is None:
-        return DEFAULT_PRICES
-    try:
-        return PriceTable.from_yaml(settings.prices_file)
-    except (OSError, ValueError) as error:
-        raise SettingsError(f"AIRLOCK_LLM_WORKER_PRICES_FILE: cannot load {settings.prices_file}: {error}") from None
+    return PriceTable.configured(settings.prices_file, variable="AIRLOCK_LLM_WORKER_PRICES_FILE")
 
 
 @dataclass

@@ -102,6 +102,7 @@ def clients_add(
     rpm: Annotated[int | None, typer.Option(min=0, help="Its own requests-per-minute limit.")] = None,
     tokens_per_day: Annotated[int | None, typer.Option(min=0, help="Its own tokens-per-day quota.")] = None,
     cost_per_month: Annotated[float | None, typer.Option(min=0, help="Its own monthly budget (USD).")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(min=0, help="Its own cap on requests in flight.")] = None,
     description: Annotated[str, typer.Option(help="What the system is.")] = "",
     update: Annotated[bool, typer.Option(help="Replace the grants of an existing client (keeps its keys).")] = False,
     credentials_out: CredentialsOut = None,
@@ -126,7 +127,12 @@ def clients_add(
             reply_topics=reply_topic or [],
             max_prompt_chars=max_prompt_chars,
             max_tokens=max_tokens,
-            limits=Limits(requests_per_minute=rpm, tokens_per_day=tokens_per_day, cost_per_month_usd=cost_per_month),
+            limits=Limits(
+                requests_per_minute=rpm,
+                tokens_per_day=tokens_per_day,
+                cost_per_month_usd=cost_per_month,
+                max_in_flight=max_in_flight,
+            ),
             description=description,
         )
     except ValueError as error:
@@ -190,9 +196,10 @@ def clients_list(file: FileOption = None) -> None:
 @app.command("tenant")
 def clients_tenant(
     tenant: Annotated[str, typer.Argument(help="The tenant (* = every tenant not listed).")],
-    rpm: Annotated[int | None, typer.Option(min=0, help="Requests per minute.")] = None,
+    rpm: Annotated[int | None, typer.Option(min=0, help="Requests in any 60 seconds.")] = None,
     tokens_per_day: Annotated[int | None, typer.Option(min=0, help="Tokens per day (UTC).")] = None,
     cost_per_month: Annotated[float | None, typer.Option(min=0, help="Budget per month (USD, UTC months).")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(min=0, help="Requests in flight at once.")] = None,
     file: FileOption = None,
 ) -> None:
     """Declare a tenant, or replace its limits (a limit left out is not enforced)."""
@@ -200,7 +207,12 @@ def clients_tenant(
 
     path = clients_path(file)
     clients = _load(path, create=True)
-    limits = Limits(requests_per_minute=rpm, tokens_per_day=tokens_per_day, cost_per_month_usd=cost_per_month)
+    limits = Limits(
+        requests_per_minute=rpm,
+        tokens_per_day=tokens_per_day,
+        cost_per_month_usd=cost_per_month,
+        max_in_flight=max_in_flight,
+    )
     clients.with_tenant(tenant, limits).save(path)
     typer.echo(f"tenant {tenant}: {describe_limits(limits)}")
 

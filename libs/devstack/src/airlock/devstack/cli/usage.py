@@ -58,8 +58,11 @@ def usage(
         limits = limits or Limits()
         return {
             scope: name,
-            "requests_this_minute": arbiter.admitted(scope, name, now),
+            # The admission log's sliding window: requests admitted in the last 60 seconds.
+            "requests_this_minute": arbiter.admitted(scope, name),
             "requests_per_minute": limits.requests_per_minute,
+            "in_flight": arbiter.in_flight(scope, name),
+            "max_in_flight": limits.max_in_flight,
             "requests_today": book.requests_today(scope, name, now),
             "tokens_today": book.tokens_today(scope, name, now),
             "tokens_per_day": limits.tokens_per_day,
