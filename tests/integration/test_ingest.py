@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from airlock.client import AirlockClient, ClientCredentials, ReplyTimeout
@@ -27,6 +27,7 @@ from airlock.core.models import AuditEvent, CompletionReply, ErrorReply, Usage, 
 from airlock.core.signing import generate_secret, request_partition, signing_headers
 from airlock.devstack.stack import LocalStack
 from airlock.ingest.clients import ClientPolicy, ClientsFile, Limits, fingerprint, new_key
+from airlock.ingest.noise import counts_by_code
 from tests.integration.kafka_reading import header, read_topic
 from tests.integration.leaks import assert_absent, stack_secrets
 from tests.integration.markers import unmasked_marker
@@ -103,6 +104,52 @@ async def wait_rejected(stack: LocalStack, request_ids: list[str], timeout_s: fl
             missing = set(request_ids) - set(final)
             assert not missing, f"no REJECTED event for {missing}: {events}"
             return final
+        await asyncio.sleep(0.5)
+
+
+async def wait_dead_lettered(
+    stack: LocalStack, request_ids: list[str], timeout_s: float = 60.0
+) -> dict[str, ConsumerRecord]:
+    """``request id → dead letter`` of these requests (waits until all are committed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dead = {header(r, h.REQUEST_ID): r for r in await read_topic(stack.kafka_settings, stack.topics.dlq)}
+        found = {rid: dead[rid] for rid in request_ids if rid in dead}
+        if len(found) == len(request_ids) or time.monotonic() > deadline:
+            assert len(found) == len(request_ids), f"not dead-lettered: {set(request_ids) - set(found)}"
+            return found
+        await asyncio.sleep(0.5)
+
+
+async def wait_noticed(stack: LocalStack, dead: list[ConsumerRecord], timeout_s: float = 60.0) -> dict[str, str]:
+    """``source → error code`` of the ``unauthenticated`` notices covering these dead letters.
+
+    Unauthenticated records have no lifecycle: each batch's are summed up in one notice that
+    names its partition, offset range and codes (waits until every dead letter is covered).
+    """
+    wanted = {header(record, h.DLQ_SOURCE) or "" for record in dead}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        covered: dict[str, str] = {}
+        for record in await read_topic(stack.kafka_settings, stack.topics.audit):
+            try:
+                event = AuditEvent.model_validate_json(record.value)
+            except ValidationError:
+                continue
+            extra = event.details.extra or {}
+            if event.kind != "notice" or event.stage != "ingest" or "first_offset" not in extra:
+                continue
+            topic, partition, _ = (event.details.source or "").rsplit("/", 2)
+            for source in wanted:
+                where, offset = source.rsplit("/", 1)
+                if where == f"{topic}/{partition}" and int(extra["first_offset"]) <= int(offset) <= int(
+                    extra["last_offset"]
+                ):
+                    codes = counts_by_code(event.details)
+                    covered[source] = next(iter(codes)) if len(codes) == 1 else ",".join(sorted(codes))
+        if set(covered) == wanted or time.monotonic() > deadline:
+            assert set(covered) == wanted, f"no unauthenticated notice for {wanted - set(covered)}"
+            return covered
         await asyncio.sleep(0.5)
 
 
@@ -187,13 +234,14 @@ async def test_badly_signed_records_are_dead_lettered_and_audited_never_answered
         bodies[rid] = body
         await client.publish_raw(body, request_id=rid, reply_to=client.reply_to, headers=headers, sign=False)
 
-    rejected = await wait_rejected(stack, list(cases))
-
-    dead = {header(r, h.REQUEST_ID): r for r in await read_topic(stack.kafka_settings, stack.topics.dlq)}
+    dead = await wait_dead_lettered(stack, list(cases))
+    noticed = await wait_noticed(stack, list(dead.values()))
     replies = await replies_for(stack, cases)
+    lifecycles = await audit_events(stack, cases)
     for rid, (code, _) in cases.items():
-        assert rejected[rid].details.error_code == code, (rid, rejected[rid].details)
         assert header(dead[rid], h.ERROR_CODE) == code
+        assert code in noticed[header(dead[rid], h.DLQ_SOURCE) or ""].split(","), "its batch's notice counts it"
+        assert [e for e in lifecycles[rid] if e.kind == "transition"] == [], "noise has no lifecycle"
         assert dead[rid].value == bodies[rid], "the DLQ keeps the original bytes"
         assert replies[rid] == [], f"{code}: an unauthenticated record must not be answered"
     follow_up = client.build("Still there?", tenant="acme", model=MODEL)
@@ -310,9 +358,10 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
         assert rid is not None
         with pytest.raises(ReplyTimeout):
             await stale.wait(rid, timeout=5)
-    event = (await wait_rejected(stack, [rid]))[rid]
-    assert event.details.error_code == "key_expired"
-    assert credentials.key_id in (event.details.error_message or "")
+    dead = (await wait_dead_lettered(stack, [rid]))[rid]
+    assert header(dead, h.ERROR_CODE) == "key_expired"
+    assert credentials.key_id in (header(dead, h.DLQ_REASON) or ""), "the dead letter names the key"
+    assert "key_expired" in (await wait_noticed(stack, [dead])).values()
 
 
 async def test_budgets_come_from_settled_spend(stack: LocalStack, client: AirlockClient) -> None:

@@ -1,7 +1,7 @@
 """One hostile request harms no one else: the attacks of issue 17 against the running mesh.
 
-Each attack comes from an authenticated client with a valid signature, through the real
-broker, the real ingest and the rest of the mesh. Contained means: the attacker's record
+Each attack but the flood comes from an authenticated client with a valid signature, through
+the real broker, the real ingest and the rest of the mesh. Contained means: the attacker's record
 ends refused, with its own error and dead letter, and innocent requests — sent in the same
 moment, to the same request partition — are answered as if nothing happened.
 """
@@ -13,11 +13,15 @@ import json
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
 from airlock.client import AirlockClient
-from airlock.core.models import CompletionReply, ErrorReply
+from airlock.core import headers as h
+from airlock.core.models import AuditEvent, CompletionReply, ErrorReply
 from airlock.devstack.stack import LocalStack
-from tests.integration.test_ingest import add_client, document, wait_rejected
+from tests.integration.kafka_reading import header, read_topic
+from tests.integration.test_ingest import add_client, document, wait_noticed, wait_rejected
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +69,60 @@ async def test_a_reply_topic_that_does_not_exist_is_refused_and_wedges_nothing(s
     assert isinstance(refusal, ErrorReply) and refusal.code == "reply_topic_not_allowed"
     assert "does not exist" in refusal.message
     assert isinstance(follow_up, CompletionReply), follow_up
+
+
+#: Issue 17's flood: records nobody signed, as small as they come.
+FLOOD = 3_000
+#: Ledger records per unsigned record at most (it was two lifecycle events each).
+NOISE_LEDGER_RATIO = 0.01
+
+
+async def test_a_flood_of_unsigned_records_costs_the_ledger_a_notice_per_batch(stack: LocalStack) -> None:
+    """Every unsigned record is dead-lettered and counted; the evidence kept forever stays small."""
+    flooder = unique("flooder")
+    await add_client(stack, flooder)
+    marker = uuid.uuid4().hex[:4]
+    values = [f"{marker}{n:06d}".encode() for n in range(FLOOD)]  # 10 bytes each
+    producer = AIOKafkaProducer(**stack.client_kafka_settings(flooder).client_args(), linger_ms=20)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(stack.topics.requests, value) for value in values])
+    finally:
+        await producer.stop()
+
+    deadline = asyncio.get_running_loop().time() + 180
+    while True:
+        dead = [r for r in await read_topic(stack.kafka_settings, stack.topics.dlq) if r.value in set(values)]
+        if len(dead) >= FLOOD or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    assert len({r.value for r in dead}) == FLOOD, f"{len(dead)} of {FLOOD} dead-lettered"
+    assert {header(r, h.ERROR_CODE) for r in dead} == {"signature_missing"}
+
+    covering = await wait_noticed(stack, dead, timeout_s=120)
+    assert set(covering.values()) == {"signature_missing"}
+    sources = {header(r, h.DLQ_SOURCE) for r in dead}
+    events = [e for r in await read_topic(stack.kafka_settings, stack.topics.audit) if (e := _ingest_event(r.value))]
+    notices = {e.event_id for e in events if e.kind == "notice" and _covers(e, sources)}
+    lifecycles = [e for e in events if e.kind == "transition" and e.details.source in sources]
+    ratio = len(notices) / FLOOD
+    print(f"\n{FLOOD} unsigned records: {len(notices)} audit notices ({ratio:.4f} per record), no lifecycles")
+    assert lifecycles == []
+    assert ratio <= NOISE_LEDGER_RATIO, f"{len(notices)} notices for {FLOOD} records"
+
+
+def _ingest_event(value: bytes) -> AuditEvent | None:
+    try:
+        event = AuditEvent.model_validate_json(value)
+    except ValidationError:
+        return None
+    return event if event.stage == "ingest" else None
+
+
+def _covers(event: AuditEvent, sources: set[str | None]) -> bool:
+    extra = event.details.extra or {}
+    if "first_offset" not in extra or not event.details.source:
+        return False
+    where = event.details.source.rsplit("/", 1)[0]
+    first, last = int(extra["first_offset"]), int(extra["last_offset"])  # type: ignore[arg-type]
+    return any(s and s.rsplit("/", 1)[0] == where and first <= int(s.rsplit("/", 1)[1]) <= last for s in sources)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from airlock.core import headers as h
 from airlock.core.lifecycle import State
 from airlock.core.signing import is_field
 from airlock.core.stage import Incoming, Outcome
+from airlock.ingest.noise import counts_by_code
 from tests.unit.test_ingest_handler import TOPICS, Harness
 
 JSON_VALUES = st.recursive(
@@ -108,10 +110,26 @@ def accounted(record: Incoming, outcome: Outcome) -> str:
     assert dead[0].value == record.value, "the dead letter keeps the original bytes"
     headers = dict(dead[0].headers)
     assert headers[h.DLQ_REASON] and headers[h.ERROR_CODE]
+    assert set(topics) <= {TOPICS.dlq, TOPICS.reply_topic("billing"), TOPICS.ingest_seen}
+    if not states:  # unauthenticated: dead letter only, counted in its batch's notice
+        assert topics == [TOPICS.dlq] and all(e.details.source for e in outcome.events)
+        return "unauthenticated"
     assert states == [(None, State.RECEIVED), (State.RECEIVED, State.REJECTED)]
     assert outcome.events[-1].details.error_code == headers[h.ERROR_CODE].decode()
-    assert set(topics) <= {TOPICS.dlq, TOPICS.reply_topic("billing"), TOPICS.ingest_seen}
     return "refused"
+
+
+def assert_noise_summed_up(outcomes: list[Outcome], endings: list[str]) -> None:
+    """One notice covers every unauthenticated record of the batch, with its codes."""
+    notices = [e for outcome in outcomes for e in outcome.events if e.kind == "notice"]
+    unauthenticated = [o for o, ending in zip(outcomes, endings, strict=True) if ending == "unauthenticated"]
+    if not unauthenticated:
+        assert not notices
+        return
+    [notice] = notices
+    assert notice.details.extra and notice.details.extra["count"] == len(unauthenticated)
+    codes = Counter(dict(o.records[0].headers)[h.ERROR_CODE].decode() for o in unauthenticated)
+    assert counts_by_code(notice.details) == dict(codes)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -123,9 +141,12 @@ def test_every_input_ends_accepted_refused_or_moved_never_crashes(tmp_path: Path
     results = asyncio.run(harness.handler.process(batch))
 
     assert len(results) == len(batch)
+    endings = []
     for record, result in zip(batch, results, strict=True):
         assert isinstance(result, Outcome), f"{record!r} raised {result!r}"
-        event(accounted(record, result))
+        endings.append(accounted(record, result))
+        event(endings[-1])
+    assert_noise_summed_up(list(results), endings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -79,8 +79,13 @@ def test_ingest_counts_refusals_by_code_and_authentication() -> None:
     observe(RECORD, Outcome(events=[rejected.model_copy(update={"client_id": "billing"})]))
     observe(RECORD, Outcome(events=[transition(State.REJECTED, error_code="signature_invalid")]))
     observe(RECORD, Outcome(events=[transition(State.ACCEPTED)]))
+    noise = StageContext("ingest", Topics("t")).notice(
+        "a-2", "unauthenticated", request_id=None, details=AuditDetails(extra={"count": 5, "code.signature_missing": 5})
+    )
+    observe(RECORD, Outcome(events=[noise]))
     assert value(metrics, "airlock_ingest_refusals_total", code="rate_limited", authenticated="true") == 1
     assert value(metrics, "airlock_ingest_refusals_total", code="signature_invalid", authenticated="false") == 1
+    assert value(metrics, "airlock_ingest_refusals_total", code="signature_missing", authenticated="false") == 5
     assert value(metrics, "airlock_ingest_accepted_total", tenant="acme") == 1
 
 

@@ -11,8 +11,10 @@ batch costs one round trip, not one per record; requests without any limit skip 
 
 Who hears about a refusal: an unauthenticated record gets no reply (anyone could otherwise
 make Airlock write errors into someone's reply topic); an authenticated one gets its error
-on its reply topic when its client may use that topic. Every refusal goes to the DLQ and
-is audited (RECEIVED → REJECTED with the error code).
+on its reply topic when its client may use that topic. Every refusal goes to the DLQ. An
+authenticated one is audited as its request's lifecycle (RECEIVED → REJECTED with the error
+code); unauthenticated ones are summed up in one notice per batch (:mod:`airlock.ingest.noise`),
+so noise costs the ledger a record per batch rather than two per record.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from airlock.core.stage import (
 )
 from airlock.ingest.auth import Sender, authenticate, claimed_client
 from airlock.ingest.clients import ClientPolicy, ClientRegistry, ClientsFile, Limits
+from airlock.ingest.noise import Unauthenticated, summary
 from airlock.ingest.policy import authorize, may_reply
 from airlock.ingest.quota import Admission, AdmissionIntent, estimate_tokens
 from airlock.ingest.replay import SeenBook, SeenRecord
@@ -184,9 +187,9 @@ class IngestHandler:
             await self._reply_topics.look_up(self._reply_topics_named(batch))
             book.expire(now)
             clients = self._registry.current
-            examined = [
-                self._contained(incoming, now, self._examine, incoming, book, clients, now) for incoming in batch
-            ]
+            examined = self._summed_up(
+                [self._contained(incoming, now, self._examine, incoming, book, clients, now) for incoming in batch]
+            )
             intents = [item.intent for item in examined if isinstance(item, _Candidate) and item.intent]
             admissions: dict[str, Admission] = {}
             failure: Exception | None = None
@@ -221,9 +224,32 @@ class IngestHandler:
                 names.add(self._context.topics.reply_topic(claimed))
         return sorted(names)
 
+    def _summed_up(self, examined: list[Outcome | _Candidate | Unauthenticated]) -> list[Outcome | _Candidate]:
+        """Unauthenticated records as dead letters, the last of them carrying the batch's notice."""
+        refused = [item for item in examined if isinstance(item, Unauthenticated)]
+        if not refused:
+            return [item for item in examined if not isinstance(item, Unauthenticated)]
+        context = self._context
+        notice = context.notice(
+            refused[0].airlock_id, "unauthenticated", request_id=refused[0].request_id, details=summary(refused)
+        )
+        done: list[Outcome | _Candidate] = []
+        for item in examined:
+            if not isinstance(item, Unauthenticated):
+                done.append(item)
+                continue
+            error = item.error
+            dead = context.dead_letter(item.incoming, error.code, error.message, item.airlock_id)
+            done.append(Outcome(records=[dead], events=[notice] if item is refused[-1] else []))
+        return done
+
     def _contained(
-        self, incoming: Incoming, now: datetime, step: Callable[..., Outcome | _Candidate], *args: object
-    ) -> Outcome | _Candidate:
+        self,
+        incoming: Incoming,
+        now: datetime,
+        step: Callable[..., Outcome | _Candidate | Unauthenticated],
+        *args: object,
+    ) -> Outcome | _Candidate | Unauthenticated:
         """``step(*args)``, or this record's own refusal if it raised: no record fails another."""
         try:
             return step(*args)
@@ -236,12 +262,15 @@ class IngestHandler:
                 log.exception("ingest: cannot refuse %s; dead-lettering it", incoming.source)
                 return self._context.poison(incoming, failure)
 
-    def _examine(self, incoming: Incoming, book: SeenBook, clients: ClientsFile, now: datetime) -> Outcome | _Candidate:
+    def _examine(
+        self, incoming: Incoming, book: SeenBook, clients: ClientsFile, now: datetime
+    ) -> Outcome | _Candidate | Unauthenticated:
         airlock_id = airlock_id_for(incoming)
         try:
             sender = authenticate(incoming, clients, now=now, tolerance_s=self._settings.signature_tolerance_s)
         except StageError as error:
-            return self._refuse_unauthenticated(incoming, airlock_id, error, now)
+            request_id = _body_addressing(incoming)[0] or incoming.safe_header(h.REQUEST_ID)
+            return Unauthenticated(incoming, airlock_id, error, claimed_client(incoming), request_id)
         count = self._partitions()
         if count:
             home = request_partition(sender.client_id, sender.request_id, count)

@@ -8,13 +8,15 @@ from airlock.core.lifecycle import State
 from airlock.core.stage import Incoming, Outcome
 from airlock.core.telemetry.instruments import OutcomeObserver
 from airlock.core.telemetry.metrics import Metrics
+from airlock.ingest.noise import counts_by_code
 
 
 def ingest_observer(metrics: Metrics) -> OutcomeObserver:
     """Counts ``airlock_ingest_refusals_total{code, authenticated}`` and ``…_accepted_total{tenant}``.
 
     A refusal is authenticated when the REJECTED event names the signing client: those
-    callers hear the error; unauthenticated ones get DLQ and audit only.
+    callers hear the error. Unauthenticated ones get a dead letter each and are counted from
+    their batch's ``unauthenticated`` notice.
     """
     refusals = metrics.counter(
         "refusals",
@@ -25,7 +27,10 @@ def ingest_observer(metrics: Metrics) -> OutcomeObserver:
 
     def observe(record: Incoming, outcome: Outcome) -> None:
         for event in outcome.events:
-            if event.to_state is State.REJECTED:
+            if event.kind == "notice":
+                for code, count in counts_by_code(event.details).items():
+                    refusals.labels(code, "false").inc(count)
+            elif event.to_state is State.REJECTED:
                 code = event.details.error_code or "unknown"
                 refusals.labels(code, "true" if event.client_id else "false").inc()
             elif event.to_state is State.ACCEPTED:
