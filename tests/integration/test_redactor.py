@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ from typing import Any
 import pytest
 
 from airlock.client import AirlockClient
+from airlock.core import headers as h
+from airlock.core.crypto import KeyRing
 from airlock.core.lifecycle import State
-from airlock.core.models import ChatMessage, CompletionReply, ErrorReply
+from airlock.core.models import ChatMessage, CompletionReply, Envelope, ErrorReply
 from airlock.devstack.egress import guarded_env, read_log
 from airlock.devstack.ledger import wait_for_timeline
 from airlock.devstack.mesh import Mesh, wait_ready
-from airlock.devstack.stack import LocalStack
+from airlock.devstack.stack import LocalStack, write_secret
+from tests.integration.kafka_reading import header, read_topic
 from tests.integration.markers import unmasked_marker
 
 pytestmark = pytest.mark.integration
@@ -171,6 +175,33 @@ async def test_prompt_over_the_redactors_own_limit_fails_cleanly(
     assert seen_by_model(stack, tag) == []
     (timeline,) = await wait_for_timeline(stack.kafka_settings, request.request_id, timeout_s=60)
     assert timeline.states == [State.RECEIVED, State.ACCEPTED, State.FAILED]
+
+
+async def test_a_rotated_vault_key_seals_from_the_next_request_without_a_restart(
+    stack: LocalStack, client: AirlockClient, guard_log: Path
+) -> None:
+    ring_file = Path(stack.service_env()["AIRLOCK_REDACTOR_VAULT_KEYS_FILE"])
+    new_key = f"rotated-{uuid.uuid4().hex[:6]}"
+
+    def rotate() -> None:  # what `airlock vault-keys rotate` does
+        write_secret(ring_file, KeyRing.from_json(ring_file.read_text()).rotated(new_key).to_json())
+
+    await asyncio.to_thread(rotate)
+
+    sealed_with: list[str] = []
+    for _ in range(40):
+        reply = await client.ask(client.build("I am Jane Roe.", tenant=TENANT, model=MODEL), timeout=90)
+        assert isinstance(reply, CompletionReply) and "Jane Roe" in reply.content, reply
+        redacted = [
+            Envelope.model_validate_json(r.value)
+            for r in await read_topic(stack.kafka_settings, stack.topics.redacted)
+            if header(r, h.AIRLOCK_ID) == reply.airlock_id
+        ]
+        sealed_with.extend(e.vault.key_id for e in redacted if e.vault is not None)
+        if sealed_with[-1:] == [new_key]:
+            break
+        await asyncio.sleep(0.5)
+    assert sealed_with[-1:] == [new_key], f"still sealing with {sealed_with[-1:]}"
 
 
 def test_zz_the_redactor_never_tried_the_network(guard_log: Path) -> None:

@@ -6,13 +6,17 @@ in the chart) and never logged: key rings print as their key ids.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger("airlock.crypto")
 
 
 class KeyRingError(ValueError):
@@ -104,3 +108,57 @@ def unseal(ring: KeyRing, key_id: str, nonce: str, ciphertext: str, associated: 
     if key is None:
         raise KeyRingError(f"unknown key id {key_id!r}")
     return AESGCM(key).decrypt(unb64(nonce), unb64(ciphertext), associated)
+
+
+class WatchedKeyRing:
+    """A key ring read from a file, and read again when the file changes (a rotated Secret).
+
+    A change that does not parse is refused: the ring in force stays, :attr:`refused` says
+    why (readiness shows it), and the next good version is taken. Key material is never
+    logged; only key ids are.
+
+    Args:
+        path: The file (a mounted Secret: Kubernetes replaces it in place).
+        variable: The setting's name, for messages.
+    """
+
+    def __init__(self, path: Path, *, variable: str) -> None:
+        self._path = path
+        self._variable = variable
+        self._text = self._read()
+        self.current = KeyRing.from_json(self._text)
+        #: Why the newest version of the file is not in force (``None``: it is).
+        self.refused: str | None = None
+
+    def _read(self) -> str:
+        try:
+            return self._path.read_text()
+        except OSError as error:
+            raise KeyRingError(f"{self._variable}_FILE: cannot read {self._path}: {error.strerror}") from None
+
+    def reload(self) -> bool:
+        """Read the file again; whether a new ring came into force."""
+        try:
+            text = self._read()
+            if text == self._text:
+                return False
+            ring = KeyRing.from_json(text)
+        except KeyRingError as error:
+            if self.refused != str(error):
+                log.error("key ring change refused (%s); the previous ring stays in force", error)
+            self.refused = str(error)
+            return False
+        self._text, self.current, self.refused = text, ring, None
+        log.info("key ring reloaded from %s: active %s, keys %s", self._path, ring.active, ", ".join(sorted(ring.keys)))
+        return True
+
+    async def follow(self, interval_s: float) -> None:
+        """Reload every ``interval_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.reload()
+
+
+def current_ring(source: KeyRing | WatchedKeyRing) -> KeyRing:
+    """The ring in force: a fixed ring itself, or a watched file's latest good version."""
+    return source.current if isinstance(source, WatchedKeyRing) else source

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,6 +247,8 @@ class StageRuntime:
         self._budget = _RecordBudget(max_in_flight)
         self._closing = False
         self._startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._alongside: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        self._alongside_tasks: list[asyncio.Task[None]] = []
         self._registered = asyncio.Condition()
         self.telemetry = telemetry or Telemetry(service)
         self._instruments = StageInstruments(self.telemetry, topics=context.topics, group_id=self.group_id)
@@ -296,6 +298,7 @@ class StageRuntime:
         self.app.on_startup(self._run_startup_hooks)
         self.app.after_startup(self._mark_started)
         self.app.on_shutdown(self.drain)
+        self.app.on_shutdown(self._stop_alongside)
         self.app.after_shutdown(self._flush_telemetry)
 
     # -- wiring -----------------------------------------------------------------------------
@@ -303,6 +306,26 @@ class StageRuntime:
     def on_startup(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` before the broker connects (load models, keys…)."""
         self._startup_hooks.append(hook)
+
+    def run_alongside(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``loop()`` as a background task from start-up (after the hooks) until shutdown.
+
+        For a service's side work that lives as long as the process (following a file). A
+        task that ends with an error is logged; it is not restarted.
+        """
+        self._alongside[name] = loop
+
+    async def _start_alongside(self) -> None:
+        for name, loop in self._alongside.items():
+            task = asyncio.create_task(loop(), name=f"{self.service}:{name}")
+            task.add_done_callback(_log_failure)
+            self._alongside_tasks.append(task)
+
+    async def _stop_alongside(self) -> None:
+        for task in self._alongside_tasks:
+            task.cancel()
+        await asyncio.gather(*self._alongside_tasks, return_exceptions=True)
+        self._alongside_tasks.clear()
 
     def observe(self, observer: OutcomeObserver) -> None:
         """Call ``observer(record, outcome)`` after each outcome is committed (service metrics)."""
@@ -325,6 +348,7 @@ class StageRuntime:
         await check_transactions(self._kafka, self.group_id)
         for hook in self._startup_hooks:
             await hook()
+        await self._start_alongside()
 
     async def _mark_started(self) -> None:
         self._started = True
@@ -885,6 +909,11 @@ class StageRuntime:
         """Shutdown: stop taking records, let in-flight work commit within the grace period."""
         self._closing = True
         await self.revoke(list(self._partitions), grace_s=self._settings.shutdown_grace_s)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 class _StageApp(AsgiFastStream):

@@ -253,6 +253,7 @@ class LocalStack:
             "AIRLOCK_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
             "AIRLOCK_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "AIRLOCK_REDACTOR_VAULT_KEYS_FILE": str(ensure_vault_keys(self.state)),
+            "AIRLOCK_REDACTOR_VAULT_KEYS_RELOAD_S": "1",
             "AIRLOCK_INGEST_CLIENTS_FILE": str(ensure_clients_file(self.state)),
             "AIRLOCK_INGEST_CLIENTS_RELOAD_S": "1",
             "AIRLOCK_TOPICS_PARTITIONS": str(self.partitions),

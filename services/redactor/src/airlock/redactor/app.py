@@ -7,7 +7,7 @@ import asyncio
 from airlock.core import logs
 from airlock.core.anomaly import AnomalySettings
 from airlock.core.authenticity import MeshSettings
-from airlock.core.crypto import KeyRing, load_key_ring
+from airlock.core.crypto import KeyRing, WatchedKeyRing, load_key_ring
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import load
 from airlock.core.stage import StageContext
@@ -21,10 +21,12 @@ from airlock.redactor.settings import RedactorSettings
 SERVICE = "redactor"
 
 
-def vault_key_ring(settings: RedactorSettings) -> KeyRing:
-    """The key ring sealing placeholder maps, from the secret or the secret file."""
+def vault_key_ring(settings: RedactorSettings) -> KeyRing | WatchedKeyRing:
+    """The key ring sealing placeholder maps: inline (fixed), or a file read again when it changes."""
     inline = settings.vault_keys.get_secret_value() if settings.vault_keys else None
-    return load_key_ring(inline, settings.vault_keys_file, variable="AIRLOCK_REDACTOR_VAULT_KEYS")
+    if inline or settings.vault_keys_file is None:
+        return load_key_ring(inline, None, variable="AIRLOCK_REDACTOR_VAULT_KEYS")
+    return WatchedKeyRing(settings.vault_keys_file, variable="AIRLOCK_REDACTOR_VAULT_KEYS")
 
 
 def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
@@ -67,6 +69,11 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
 
     runtime.on_startup(warm_up)
     runtime.readiness_check("engines", lambda: None if warmed else "PII detector warming up")
+    if isinstance(ring, WatchedKeyRing):
+        # A rotated Secret takes effect without a restart; a broken one is loud and changes nothing.
+        watched = ring
+        runtime.run_alongside("vault keys", lambda: watched.follow(settings.vault_keys_reload_s))
+        runtime.readiness_check("vault keys", lambda: watched.refused)
     return runtime
 
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from airlock.core.anomaly import AnomalySettings, injection_anomaly, output_anomalies
-from airlock.core.crypto import KeyRing, KeyRingError
+from airlock.core.crypto import KeyRing, KeyRingError, WatchedKeyRing, current_ring
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.lifecycle import State
 from airlock.core.models import (
@@ -66,7 +66,7 @@ class RedactHandler:
     Args:
         context: The stage's builders.
         redactor: Applies the policies.
-        ring: Seals placeholder maps.
+        ring: Seals placeholder maps (a watched file: the active key in force at each seal).
         max_prompt_chars: Larger prompts fail with ``too_large`` (never partly analyzed).
         executor: The detector thread.
         tracer: Records a ``redact`` span per request (no text in it).
@@ -77,7 +77,7 @@ class RedactHandler:
         self,
         context: StageContext,
         redactor: Redactor,
-        ring: KeyRing,
+        ring: KeyRing | WatchedKeyRing,
         *,
         max_prompt_chars: int = 200_000,
         executor: ThreadPoolExecutor | None = None,
@@ -190,7 +190,7 @@ class RedactHandler:
             update={
                 "state": State.REDACTED,
                 "request": request.model_copy(update={"messages": messages}),
-                "vault": seal_map(self._ring, envelope.airlock_id, result.mapping.by_placeholder),
+                "vault": seal_map(current_ring(self._ring), envelope.airlock_id, result.mapping.by_placeholder),
                 "redaction": RedactionSummary(policy_version=policy.label, entity_counts=counts),
             }
         )
@@ -255,7 +255,7 @@ class RestoreHandler:
     Args:
         context: The stage's builders.
         redactor: Selects the request's policy and scans the answer for introduced PII.
-        ring: Opens placeholder maps.
+        ring: Opens placeholder maps (a watched file: the keys in force at each open).
         executor: The detector thread (shared with :class:`RedactHandler`).
         tracer: Records a ``restore`` span per answer (no text in it).
         anomalies: Adds notices for answers with altered placeholders or introduced PII.
@@ -264,7 +264,7 @@ class RestoreHandler:
     def __init__(
         self,
         context: StageContext,
-        ring: KeyRing,
+        ring: KeyRing | WatchedKeyRing,
         redactor: Redactor,
         *,
         executor: ThreadPoolExecutor | None = None,
@@ -317,7 +317,7 @@ class RestoreHandler:
         if envelope.completion is None or envelope.vault is None:
             return None
         policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
-        mapping = open_map(self._ring, envelope.airlock_id, envelope.vault)
+        mapping = open_map(current_ring(self._ring), envelope.airlock_id, envelope.vault)
         return restore(envelope.completion.content, mapping).text, policy, mapping
 
     def handle(self, incoming: Incoming, scan: OutputScan | None = None) -> Outcome:
@@ -354,7 +354,7 @@ class RestoreHandler:
             return context.poison(incoming, refused)
         policy = self._redactor.policy_for(request.tenant, request.use_case)
         try:
-            mapping = open_map(self._ring, envelope.airlock_id, envelope.vault)
+            mapping = open_map(current_ring(self._ring), envelope.airlock_id, envelope.vault)
         except (InvalidTag, KeyRingError, ValueError):
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
             return self._fail(incoming, envelope, policy, failure)

