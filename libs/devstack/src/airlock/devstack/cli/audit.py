@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airlock.devstack.cli.common import fail, kafka_settings
+from airlock.devstack.cli.common import fail, kafka_settings, read_key_ring
 
 if TYPE_CHECKING:
     from airlock.auditor.signing import PublicKeys
@@ -340,17 +340,11 @@ def audit_rotate_key(
     Restart the auditor to sign with it; it publishes the new public key to the witness.
     """
     from airlock.auditor.signing import KEY_ID, SigningKeys
-    from airlock.core.crypto import KeyRing, KeyRingError
     from airlock.devstack.stack import write_secret
 
     if not KEY_ID.match(key_id):
         fail(f"--key-id must match {KEY_ID.pattern}")
-    try:
-        current = KeyRing.from_json(ring.read_text())
-    except OSError as error:
-        fail(f"cannot read {ring}: {error.strerror}")
-    except KeyRingError as error:
-        fail(str(error))
+    current = read_key_ring(ring)
     if key_id in current.keys:
         fail(f"key id {key_id!r} is already in the ring")
     rotated = current.rotated(key_id)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from airlock.core.settings import KafkaSettings, SettingsError, load
+
+if TYPE_CHECKING:
+    from airlock.core.crypto import KeyRing
 
 
 def kafka_settings(principal: str | None = None) -> KafkaSettings:
@@ -31,3 +35,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def read_key_ring(path: Path) -> KeyRing:
+    """The key ring in ``path``, or a one-line error (never key material) and exit 2."""
+    from airlock.core.crypto import KeyRing, KeyRingError
+
+    try:
+        return KeyRing.from_json(path.read_text())
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror}")
+    except KeyRingError as error:
+        fail(f"{path}: {error}")

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from airlock.devstack.cli.common import fail
-
-if TYPE_CHECKING:
-    from airlock.core.crypto import KeyRing
+from airlock.devstack.cli.common import fail, read_key_ring
 
 app = typer.Typer(help="The redactor's vault key ring: generate, rotate, list, retire.", no_args_is_help=True)
 
@@ -33,17 +30,6 @@ def _valid_id(key_id: str) -> str:
     if not KEY_ID.match(key_id):
         fail(f"key id {key_id[:64]!r} must match {KEY_ID.pattern}")
     return key_id
-
-
-def _read(path: Path) -> KeyRing:
-    from airlock.core.crypto import KeyRing, KeyRingError
-
-    try:
-        return KeyRing.from_json(path.read_text())
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    except KeyRingError as error:
-        fail(f"{path}: {error}")
 
 
 @app.command("generate")
@@ -72,7 +58,7 @@ def vault_keys_rotate(
     """Add a new active key; the old ones stay to open maps sealed before."""
     from airlock.devstack.stack import write_secret
 
-    current = _read(ring)
+    current = read_key_ring(ring)
     if _valid_id(key_id) in current.keys:
         fail(f"key id {key_id!r} is already in the ring")
     write_secret(ring, current.rotated(key_id).to_json())
@@ -82,7 +68,7 @@ def vault_keys_rotate(
 @app.command("list")
 def vault_keys_list(ring: RingFile) -> None:
     """The ring's key ids, the active one marked (no key material)."""
-    current = _read(ring)
+    current = read_key_ring(ring)
     for key_id in sorted(current.keys):
         typer.echo(f"{key_id}{'  (active)' if key_id == current.active else ''}")
 
@@ -99,7 +85,7 @@ def vault_keys_retire(
     from airlock.core.crypto import KeyRing
     from airlock.devstack.stack import write_secret
 
-    current = _read(ring)
+    current = read_key_ring(ring)
     if key_id not in current.keys:
         fail(f"no key {key_id[:64]!r} in the ring")
     if key_id == current.active:
