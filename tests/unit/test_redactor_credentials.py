@@ -40,6 +40,9 @@ SECRETS = {
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + filler(43),
     ),
     "url-credentials": ("connect to postgres://app:{}@db.internal:5432/orders", "S3cretPassw0rd"),
+    "keyed-random-token (session)": ("session_id={} expired at noon", "4fGh7Kq9Zt2Lm8Np3Rx6"),
+    "keyed-random-token (header)": ('send "X-Hub-Signature": "{}" with it', "9f86d081884c7d659a2feaa0c55ad015"),
+    "keyed-random-token (signing key)": ("my-signing-key={} is in the repo", "Ab12Cd34Ef56Gh78Ij90"),
     "authorization-header": ("curl -H 'Authorization: Bearer {}' https://api", filler(48)),
     "pem-private-key": (
         "my key is\n{}\nwhat is wrong?",
@@ -76,6 +79,37 @@ def test_the_field_name_stays_readable(redactor: Redactor) -> None:
 @pytest.mark.parametrize("text", ["Please reset my password tomorrow.", "The token economy grew 5%.", "Mask tokens"])
 def test_talking_about_passwords_masks_nothing(redactor: Redactor, text: str) -> None:
     assert redactor.redact([text]).texts[0] == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "primary key: customer_order_id_2024",
+        "sort key: LastName.FirstName.Version2",
+        "the signature: 0000000000000000000000 is a placeholder",
+        "partition key = tenant-2024-12-07-orders",
+        "key: abcdefghijklmnopqrstuvwxyz",
+        "config key = SomeConfigurationValue",
+    ],
+)
+def test_an_identifier_behind_a_key_name_is_kept(redactor: Redactor, text: str) -> None:
+    """Random-looking values only: an identifier spelled in words or dates is not a secret."""
+    assert "<CREDENTIAL_REDACTED>" not in redactor.redact([text]).texts[0]
+
+
+def test_random_tokens_behind_a_key_name_are_caught_whatever_their_alphabet() -> None:
+    import random
+    import string
+
+    [rule] = [r for r in credential_rules() if r.name == "keyed-random-token"]
+    rng = random.Random(7)
+    for alphabet, length, share in (
+        (string.hexdigits[:16], 32, 0.99),
+        (string.ascii_letters + string.digits, 20, 0.95),
+    ):
+        tokens = ["".join(rng.choice(alphabet) for _ in range(length)) for _ in range(500)]
+        caught = sum(rule.accepts(token) for token in tokens) / len(tokens)
+        assert caught >= share, (alphabet[:8], length, caught)
 
 
 @pytest.mark.parametrize("separator", ["-", " ", ".", "_", "/", ""])

@@ -22,7 +22,9 @@ import functools
 import importlib.resources
 import inspect
 import itertools
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -149,11 +151,56 @@ class CardRecognizer(CreditCardRecognizer):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class CredentialRule:
-    """One named credential format: a regex (its ``secret`` group, if any, is what is masked)."""
+    """One named credential format: a regex (its ``secret`` group, if any, is what is masked).
+
+    Attributes:
+        name: Names the rule in explanations (``CredentialRecognizer[<name>]``).
+        regex: The format.
+        score: What a match alone is worth.
+        min_entropy_bits: When set, the masked span must carry at least this much Shannon
+            entropy per character and have a part (between ``_ . - ~ / + =``, 8 characters
+            or more) where letters and digits alternate, or cases do not spell words: a
+            random token, not an identifier such as ``customer_order_id_2024`` that happens
+            to follow ``key:``.
+    """
 
     name: str
     regex: re.Pattern[str]
     score: float
+    min_entropy_bits: float | None = None
+
+    def accepts(self, span: str) -> bool:
+        """Whether a match's masked span is random enough for this rule."""
+        if self.min_entropy_bits is None:
+            return True
+        return shannon_bits_per_char(span) >= self.min_entropy_bits and any(
+            len(part) >= _MIN_RANDOM_PART and _mixed(part) for part in _TOKEN_SEPARATORS.split(span)
+        )
+
+
+_TOKEN_SEPARATORS = re.compile(r"[_.~/+=-]+")
+#: The shortest part that can vouch for randomness (``01T10`` of a timestamp cannot).
+_MIN_RANDOM_PART = 8
+
+
+#: An identifier spelled in words: ``customer``, ``LastName``, ``someConfigValue``.
+_WORDS = re.compile(r"[a-z]{2,}(?:[A-Z][a-z]{2,})*|(?:[A-Z][a-z]{2,})+|[A-Z]{2,}")
+
+
+def _mixed(part: str) -> bool:
+    """Random-looking: letters and digits alternating (twice or more), or cases not in words."""
+    if part.isalpha():
+        return _WORDS.fullmatch(part) is None
+    switches = sum(a.isdigit() != b.isdigit() for a, b in itertools.pairwise(part))
+    return any(c.isalpha() for c in part) and switches >= 2
+
+
+def shannon_bits_per_char(text: str) -> float:
+    """Shannon entropy of ``text``'s character distribution, in bits per character."""
+    if not text:
+        return 0.0
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
 
 
 @functools.cache
@@ -162,7 +209,13 @@ def credential_rules() -> tuple[CredentialRule, ...]:
     text = importlib.resources.files("airlock.redactor").joinpath("data/credentials.yaml").read_text("utf-8")
     document = yaml.safe_load(text)
     return tuple(
-        CredentialRule(rule["name"], re.compile(rule["regex"]), float(rule["score"])) for rule in document["rules"]
+        CredentialRule(
+            rule["name"],
+            re.compile(rule["regex"]),
+            float(rule["score"]),
+            min_entropy_bits=rule.get("min_entropy_bits"),
+        )
+        for rule in document["rules"]
     )
 
 
@@ -184,6 +237,8 @@ class CredentialRecognizer(LocalRecognizer):  # type: ignore[misc]
         for rule in self.rules:
             group = "secret" if "secret" in rule.regex.groupindex else 0
             for found in rule.regex.finditer(text):
+                if not rule.accepts(found.group(group)):
+                    continue
                 results.append(
                     RecognizerResult(
                         self.ENTITY,

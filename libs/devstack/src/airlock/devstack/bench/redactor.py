@@ -102,6 +102,8 @@ ADVERSARIAL: dict[str, str] = {
     "capitalised words": "Anna ",
     "token starts": "eyJ",
     "secret fields": "token=",
+    "key prefixes": "ab_",
+    "keyed tokens": "key=Ab12Cd34Ef56Gh78 ",
 }
 _PROSE = "Jane Roe from Acme called about invoice 4411 and asked for a refund next week. "
 
