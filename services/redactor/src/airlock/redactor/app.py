@@ -44,6 +44,8 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
         redactor,
         ring,
         max_prompt_chars=settings.max_prompt_chars,
+        large_request_bytes=2 * settings.chunk_chars,
+        detection_budget_s=settings.detection_budget_s,
         executor=detector,
         tracer=telemetry.tracer,
         anomalies=anomalies,

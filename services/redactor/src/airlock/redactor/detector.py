@@ -35,7 +35,7 @@ from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 
-from airlock.redactor.chunking import merge, split, tokenizable
+from airlock.redactor.chunking import Chunk, merge, split, tokenizable
 from airlock.redactor.people import refine_persons
 from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Action, Policy
@@ -316,6 +316,10 @@ class PiiDetector:
             )
             self._analyzers[key] = found
         return found
+
+    def chunks(self, text: str) -> list[Chunk]:
+        """The overlapping chunks ``text`` is analyzed in (one for a short text)."""
+        return split(text, self._chunk_chars, self._overlap_chars)
 
     def detect(self, text: str, policy: Policy) -> list[Detection]:
         """Entities of ``policy``'s types in ``text``; raises whatever the analyzer raises."""

@@ -12,8 +12,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -63,6 +64,11 @@ class RedactHandler:
     A detector failure is retried by the runtime and, after the last attempt, fails the
     request closed: the prompt is never forwarded.
 
+    A record larger than ``large_request_bytes`` is analyzed a chunk per turn of the detector
+    thread, so the batches of other partitions (small requests of other tenants) run between
+    its chunks instead of waiting for all of it; and it fails closed
+    (``pii_detection_failed``) once its own detection time passes ``detection_budget_s``.
+
     Args:
         context: The stage's builders.
         redactor: Applies the policies.
@@ -71,6 +77,8 @@ class RedactHandler:
         executor: The detector thread.
         tracer: Records a ``redact`` span per request (no text in it).
         anomalies: Adds a prompt-injection notice to the outcome of a prompt with indicators.
+        large_request_bytes: Records larger than this are analyzed a chunk per turn.
+        detection_budget_s: Detection time a large request may take before it fails closed.
     """
 
     def __init__(
@@ -83,6 +91,8 @@ class RedactHandler:
         executor: ThreadPoolExecutor | None = None,
         tracer: Tracer | None = None,
         anomalies: AnomalySettings | None = None,
+        large_request_bytes: int = 20_000,
+        detection_budget_s: float = 60.0,
     ) -> None:
         self._context = context
         self._redactor = redactor
@@ -91,11 +101,55 @@ class RedactHandler:
         self._executor = executor or detector_thread()
         self._tracer = tracer or NoOpTracer()
         self._anomalies = anomalies
+        self._large_request_bytes = large_request_bytes
+        self._detection_budget_s = detection_budget_s
 
     async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
-        """Redact a partition's micro-batch on the detector thread."""
+        """Redact a partition's micro-batch on the detector thread (large records a chunk per turn)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
+        large = [index for index, incoming in enumerate(batch) if len(incoming.value) > self._large_request_bytes]
+        if not large:
+            return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
+        small = [incoming for index, incoming in enumerate(batch) if index not in large]
+        results: list[Result] = list(await loop.run_in_executor(self._executor, self.process_sync, small))
+        for index in large:  # offset order is the runtime's business: each result keeps its place
+            results.insert(index, await self._redact_large(batch[index]))
+        return results
+
+    async def _redact_large(self, incoming: Incoming) -> Result:
+        """One large request, a chunk per turn of the detector thread, within its budget."""
+        loop = asyncio.get_running_loop()
+        try:
+            screened = await loop.run_in_executor(self._executor, self._screen, incoming)
+        except Exception as error:  # a bug: let the runtime retry, then give up
+            return error
+        if isinstance(screened, Outcome):
+            return screened
+        envelope, policy = screened
+        started = time.time_ns()
+        steps = self._redactor.redact_in_steps([m.content for m in envelope.request.messages], policy)
+        spent_s = 0.0
+        while True:
+            try:
+                step = await loop.run_in_executor(self._executor, _timed_step, steps)
+            except Exception as error:  # detection failed: retried by the runtime, then closed
+                return error
+            spent_s += step.seconds
+            if step.result is not None:
+                break
+            if spent_s > self._detection_budget_s:
+                steps.close()
+                over = StageError(
+                    ErrorCode.PII_DETECTION_FAILED,
+                    f"PII detection took more than its budget of {self._detection_budget_s:g}s; "
+                    "the request was not sent to the model",
+                )
+                log.warning("request %s: detection over budget after %.1fs", envelope.airlock_id, spent_s)
+                return self._fail(incoming, envelope, policy, over, State.FAILED)
+        try:
+            return self._observed(incoming, envelope, self._outcome(incoming, envelope, step.result), started)
+        except Exception as error:
+            return error
 
     def process_sync(self, batch: list[Incoming]) -> list[Result]:
         """Redact a micro-batch: one NLP pass over every prompt, one result per record."""
@@ -240,6 +294,22 @@ class RedactHandler:
             request=envelope.request,
             details=policy_details(policy, use_case=envelope.request.use_case, entity_counts=entity_counts),
         )
+
+
+@dataclass(frozen=True)
+class _Step:
+    seconds: float
+    result: RedactionResult | None
+
+
+def _timed_step(steps: Generator[int, None, RedactionResult]) -> _Step:
+    """Run one step on the detector thread (a generator's end cannot cross into a future)."""
+    started = time.perf_counter()
+    try:
+        next(steps)
+    except StopIteration as done:
+        return _Step(time.perf_counter() - started, done.value)
+    return _Step(time.perf_counter() - started, None)
 
 
 def _attempt(work: Callable[[], T]) -> T | BaseException:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from airlock.core.settings import SettingsError
+from airlock.redactor.chunking import merge
 from airlock.redactor.detector import PiiDetector, model_digest
 from airlock.redactor.placeholders import (
     REDACT,
@@ -151,6 +152,27 @@ class Redactor:
             detections = [next(found) for _ in texts]
             results.append(self._apply(policy, list(texts), detections))
         return results
+
+    def redact_in_steps(self, texts: Sequence[str], policy: Policy) -> Generator[int, None, RedactionResult]:
+        """Redact one request a chunk at a time: each step analyzes one chunk and yields its size.
+
+        For large requests: whoever drives the steps can let other work run between them
+        (small requests are not held up behind one large one) and stop when a detection
+        budget is spent. The result is the one :meth:`redact_many` gives.
+
+        Raises:
+            Exception: Whatever detection raises, at the step that raised it.
+        """
+        detections = []
+        for text in texts:
+            chunks = self._detector.chunks(text)
+            found = []
+            for chunk in chunks:
+                # A chunk is at most the chunk size: analyzed whole, offsets relative to it.
+                found.append(self._detector.detect_many([(chunk.text, policy)])[0])
+                yield len(chunk.text)
+            detections.append(merge(chunks, found))
+        return self._apply(policy, list(texts), detections)
 
     @staticmethod
     def _apply(policy: Policy, texts: list[str], detections: list[list[Detection]]) -> RedactionResult:

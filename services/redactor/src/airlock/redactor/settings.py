@@ -30,6 +30,9 @@ class RedactorSettings(StageSettings):
         chunk_chars: Texts longer than this are analyzed in overlapping chunks.
         chunk_overlap_chars: Overlap between chunks; longer than any entity worth finding.
         max_attempts: Attempts at detection before the request fails closed.
+        detection_budget_s: Detection time a request larger than two chunks may take; past
+            it the request fails closed (``pii_detection_failed``). Such requests are analyzed
+            a chunk per turn, so small ones of other partitions run in between.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="AIRLOCK_REDACTOR_")
@@ -44,6 +47,7 @@ class RedactorSettings(StageSettings):
     chunk_chars: int = Field(default=10_000, ge=200)
     chunk_overlap_chars: int = Field(default=400, ge=0)
     max_attempts: int = Field(default=3, ge=1)
+    detection_budget_s: float = Field(default=60.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
 
