@@ -8,23 +8,23 @@ from airlock.redactor.vault import open_map, seal_map
 
 def test_vault_round_trip_and_binding_to_request() -> None:
     ring = KeyRing.generate("k1")
-    vault = seal_map(ring, "airlock-1", {"<PERSON_1>": "Jane Roe"})
+    vault = seal_map(ring, b"airlock-1", {"<PERSON_1>": "Jane Roe"})
 
     assert "Jane" not in vault.model_dump_json()
-    assert open_map(ring, "airlock-1", vault) == {"<PERSON_1>": "Jane Roe"}
+    assert open_map(ring, b"airlock-1", vault) == {"<PERSON_1>": "Jane Roe"}
     with pytest.raises(InvalidTag):
-        open_map(ring, "airlock-2", vault)  # sealed for another request
+        open_map(ring, b"airlock-2", vault)  # sealed for another request
 
 
 def test_rotation_keeps_old_maps_readable() -> None:
     old = KeyRing.generate("k1")
-    vault = seal_map(old, "a", {"<X_1>": "v"})
+    vault = seal_map(old, b"a", {"<X_1>": "v"})
     rotated = old.rotated("k2")
 
-    assert seal_map(rotated, "a", {}).key_id == "k2"
-    assert open_map(rotated, "a", vault) == {"<X_1>": "v"}
+    assert seal_map(rotated, b"a", {}).key_id == "k2"
+    assert open_map(rotated, b"a", vault) == {"<X_1>": "v"}
     with pytest.raises(KeyRingError):
-        open_map(KeyRing.generate("k3"), "a", vault)
+        open_map(KeyRing.generate("k3"), b"a", vault)
 
 
 def test_key_ring_never_prints_key_material() -> None:

@@ -24,7 +24,7 @@ from airlock.redactor.handlers import RedactHandler, RestoreHandler
 from airlock.redactor.placeholders import Detection
 from airlock.redactor.policy import Policy, PolicySet, default_policy, parse_policy
 from airlock.redactor.redaction import OutputScan, Redactor
-from airlock.redactor.vault import open_map
+from airlock.redactor.vault import open_map, vault_binding
 from tests.unit.redactor_records import accepted, completed
 
 TOPICS = Topics("t.")
@@ -82,7 +82,7 @@ def test_redacted_envelope_seals_the_map_and_every_event_names_the_policy(redact
     ]
     assert b"Jane" not in outcome.records[0].value and b"jane@" not in outcome.records[0].value
     assert forwarded.vault is not None and forwarded.vault.key_id == "k1"
-    assert open_map(RING, forwarded.airlock_id, forwarded.vault) == {
+    assert open_map(RING, vault_binding(forwarded), forwarded.vault) == {
         "<PERSON_1>": "Jane Roe",
         "<EMAIL_ADDRESS_1>": "jane@example.com",
     }
@@ -273,3 +273,20 @@ def test_a_restored_answer_never_goes_to_anything_but_a_reply_topic(
     assert [r.topic for r in outcome.records] == ["t.dlq"]
     assert event(outcome).details.error_code == "reply_topic_not_allowed"
     assert restore.handle(answer).records[0].topic == "t.responses.billing"  # the genuine one is answered
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("reply_to", "t.responses.mallory"), ("client_id", "mallory"), ("tenant", "globex"), ("request_id", "r-other")],
+)
+def test_a_vault_copied_into_another_request_does_not_open(
+    redact: RedactHandler, restore: RestoreHandler, field: str, value: str
+) -> None:
+    """The map is bound to its request: another reply topic or client gets no values back."""
+    answer = completed(redact.handle(accepted("I am Jane Roe")), "dump: <PERSON_1>")
+    envelope = Envelope.model_validate_json(answer.value)
+    stolen = envelope.model_copy(update={"request": envelope.request.model_copy(update={field: value})})
+    outcome = restore.handle(Incoming(answer.topic, 0, 11, stolen.to_bytes(), timestamp_ms=1))
+    assert b"Jane" not in b"".join(r.value for r in outcome.records if r.topic != "t.dlq")
+    assert [e.details.error_code for e in outcome.events if e.kind == "transition"] == ["restore_failed"]
+    assert b"Jane Roe" in restore.handle(answer).records[0].value  # the genuine one is restored

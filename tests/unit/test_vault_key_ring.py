@@ -52,15 +52,15 @@ def test_a_watched_ring_takes_a_rotation_and_opens_what_the_old_key_sealed(tmp_p
     ring_file = tmp_path / "vault-keys.json"
     ring_file.write_text(KeyRing.generate("v1").to_json())
     watched = WatchedKeyRing(ring_file, variable="AIRLOCK_REDACTOR_VAULT_KEYS")
-    sealed_before = seal_map(current_ring(watched), "a-1", {"<PERSON_1>": "Jane"})
+    sealed_before = seal_map(current_ring(watched), b"a-1", {"<PERSON_1>": "Jane"})
     assert not watched.reload(), "an unchanged file is not a new ring"
 
     ring_file.write_text(KeyRing.from_json(ring_file.read_text()).rotated("v2").to_json())
     assert watched.reload()
 
-    sealed_after = seal_map(current_ring(watched), "a-2", {"<PERSON_1>": "John"})
+    sealed_after = seal_map(current_ring(watched), b"a-2", {"<PERSON_1>": "John"})
     assert (sealed_before.key_id, sealed_after.key_id) == ("v1", "v2")
-    assert open_map(current_ring(watched), "a-1", sealed_before) == {"<PERSON_1>": "Jane"}
+    assert open_map(current_ring(watched), b"a-1", sealed_before) == {"<PERSON_1>": "Jane"}
 
 
 def test_a_broken_ring_file_is_refused_loudly_and_the_previous_ring_stays(

@@ -39,7 +39,7 @@ from airlock.redactor.observability import record_span, transition_of
 from airlock.redactor.placeholders import restore
 from airlock.redactor.policy import Policy
 from airlock.redactor.redaction import OutputScan, RedactionResult, Redactor
-from airlock.redactor.vault import open_map, seal_map
+from airlock.redactor.vault import open_map, seal_map, vault_binding
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class RedactHandler:
             update={
                 "state": State.REDACTED,
                 "request": request.model_copy(update={"messages": messages}),
-                "vault": seal_map(current_ring(self._ring), envelope.airlock_id, result.mapping.by_placeholder),
+                "vault": seal_map(current_ring(self._ring), vault_binding(envelope), result.mapping.by_placeholder),
                 "redaction": RedactionSummary(policy_version=policy.label, entity_counts=counts),
             }
         )
@@ -387,7 +387,7 @@ class RestoreHandler:
         if envelope.completion is None or envelope.vault is None:
             return None
         policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
-        mapping = open_map(current_ring(self._ring), envelope.airlock_id, envelope.vault)
+        mapping = open_map(current_ring(self._ring), vault_binding(envelope), envelope.vault)
         return restore(envelope.completion.content, mapping).text, policy, mapping
 
     def handle(self, incoming: Incoming, scan: OutputScan | None = None) -> Outcome:
@@ -424,7 +424,7 @@ class RestoreHandler:
             return context.poison(incoming, refused)
         policy = self._redactor.policy_for(request.tenant, request.use_case)
         try:
-            mapping = open_map(current_ring(self._ring), envelope.airlock_id, envelope.vault)
+            mapping = open_map(current_ring(self._ring), vault_binding(envelope), envelope.vault)
         except (InvalidTag, KeyRingError, ValueError):
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
             return self._fail(incoming, envelope, policy, failure)
