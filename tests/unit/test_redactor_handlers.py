@@ -290,3 +290,23 @@ def test_a_vault_copied_into_another_request_does_not_open(
     assert b"Jane" not in b"".join(r.value for r in outcome.records if r.topic != "t.dlq")
     assert [e.details.error_code for e in outcome.events if e.kind == "transition"] == ["restore_failed"]
     assert b"Jane Roe" in restore.handle(answer).records[0].value  # the genuine one is restored
+
+
+def test_stop_sequences_and_metadata_are_masked_with_the_prompt(redact: RedactHandler) -> None:
+    """The model sees the stop sequences, and metadata rides on every topic: no clear PII in either."""
+    record = accepted("Write to Jane Roe about the refund")
+    envelope = Envelope.model_validate_json(record.value)
+    request = envelope.request.model_copy(
+        update={
+            "params": envelope.request.params.model_copy(update={"stop": ["Jane Roe", "END"]}),
+            "metadata": {"customer": "Jane Roe", "ticket": "T-1"},
+        }
+    )
+    stamped = envelope.model_copy(update={"request": request})
+    outcome = redact.handle(Incoming(record.topic, 0, record.offset, stamped.to_bytes(), timestamp_ms=1))
+    [forwarded_record] = [r for r in outcome.records if r.topic == "t.redacted"]
+    assert b"Jane" not in forwarded_record.value and b"Roe" not in forwarded_record.value
+    forwarded = Envelope.model_validate_json(forwarded_record.value)
+    assert forwarded.request.params.stop == ["<PERSON_1>", "END"]
+    assert forwarded.request.metadata == {"customer": "<PERSON_1>", "ticket": "T-1"}
+    assert "<PERSON_1>" in forwarded.request.messages[0].content

@@ -30,6 +30,7 @@ from airlock.core.models import (
     ChatMessage,
     CompletionReply,
     Envelope,
+    LLMRequest,
     RedactionSummary,
     utcnow,
 )
@@ -127,7 +128,7 @@ class RedactHandler:
             return screened
         envelope, policy = screened
         started = time.time_ns()
-        steps = self._redactor.redact_in_steps([m.content for m in envelope.request.messages], policy)
+        steps = self._redactor.redact_in_steps(sent_texts(envelope.request), policy)
         spent_s = 0.0
         while True:
             try:
@@ -168,7 +169,7 @@ class RedactHandler:
                 pending.append((index, incoming, envelope, policy))
         if pending:
             started = time.time_ns()
-            requests = [([m.content for m in envelope.request.messages], policy) for _, _, envelope, policy in pending]
+            requests = [(sent_texts(envelope.request), policy) for _, _, envelope, policy in pending]
             try:
                 redactions: list[RedactionResult | BaseException] = list(self._redactor.redact_many(requests))
             except Exception as error:
@@ -235,15 +236,12 @@ class RedactHandler:
                 "remove it from the prompt or ask for another use case",
             )
             return self._fail(incoming, envelope, policy, error, State.BLOCKED, entity_counts=result.blocked_counts())
-        messages = [
-            ChatMessage(role=message.role, content=text)
-            for message, text in zip(request.messages, result.texts, strict=True)
-        ]
+        masked = with_texts(request, result.texts)
         counts = result.entity_counts()
         redacted = envelope.model_copy(
             update={
                 "state": State.REDACTED,
-                "request": request.model_copy(update={"messages": messages}),
+                "request": masked,
                 "vault": seal_map(current_ring(self._ring), vault_binding(envelope), result.mapping.by_placeholder),
                 "redaction": RedactionSummary(policy_version=policy.label, entity_counts=counts),
             }
@@ -294,6 +292,32 @@ class RedactHandler:
             request=envelope.request,
             details=policy_details(policy, use_case=envelope.request.use_case, entity_counts=entity_counts),
         )
+
+
+def sent_texts(request: LLMRequest) -> list[str]:
+    """Every text of a request that leaves Airlock or rides on its topics, in a fixed order.
+
+    The messages, the stop sequences (the model sees them) and the metadata values (they
+    travel with the envelope): all masked with one placeholder map.
+    """
+    stop = request.params.stop or []
+    return [m.content for m in request.messages] + list(stop) + [request.metadata[k] for k in sorted(request.metadata)]
+
+
+def with_texts(request: LLMRequest, texts: Sequence[str]) -> LLMRequest:
+    """``request`` with the texts of :func:`sent_texts` replaced by ``texts`` (same order)."""
+    count, stop = len(request.messages), request.params.stop
+    messages = [
+        ChatMessage(role=message.role, content=text)
+        for message, text in zip(request.messages, texts[:count], strict=True)
+    ]
+    rest = list(texts[count:])
+    params = request.params
+    if stop:
+        params = params.model_copy(update={"stop": rest[: len(stop)]})
+        rest = rest[len(stop) :]
+    metadata = dict(zip(sorted(request.metadata), rest, strict=True))
+    return request.model_copy(update={"messages": messages, "params": params, "metadata": metadata})
 
 
 @dataclass(frozen=True)
