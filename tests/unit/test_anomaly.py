@@ -208,7 +208,7 @@ def test_answer_anomalies_come_from_the_restore_counts() -> None:
     }
     altered, introduced = output_anomalies(extra, delivered)
     assert altered.kind is AnomalyKind.PLACEHOLDER_ALTERED
-    assert altered.facts == {"altered": 1, "unknown": 1, "sent": 3}
+    assert altered.facts == {"altered": 1, "unknown": 1, "out_of_scope": 0, "sent": 3}
     assert introduced.kind is AnomalyKind.INTRODUCED_PII
     assert introduced.facts == {"found": 2, "types": "EMAIL_ADDRESS,PHONE_NUMBER", "action": "flag"}
     assert (introduced.airlock_id, introduced.request_id, introduced.client_id) == (

@@ -12,6 +12,7 @@ from airlock.core.crypto import KeyRing
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditEvent,
+    ChatMessage,
     CompletionReply,
     Envelope,
     ErrorReply,
@@ -21,7 +22,7 @@ from airlock.core.stage import Incoming, Outcome, StageContext
 from airlock.core.topics import Topics
 from airlock.redactor.detector import PiiDetector
 from airlock.redactor.handlers import RedactHandler, RestoreHandler
-from airlock.redactor.placeholders import Detection
+from airlock.redactor.placeholders import PLACEHOLDER, Detection
 from airlock.redactor.policy import Policy, PolicySet, default_policy, parse_policy
 from airlock.redactor.redaction import OutputScan, Redactor
 from airlock.redactor.vault import open_map, vault_binding
@@ -310,3 +311,30 @@ def test_stop_sequences_and_metadata_are_masked_with_the_prompt(redact: RedactHa
     assert forwarded.request.params.stop == ["<PERSON_1>", "END"]
     assert forwarded.request.metadata == {"customer": "<PERSON_1>", "ticket": "T-1"}
     assert "<PERSON_1>" in forwarded.request.messages[0].content
+
+
+def test_a_value_from_the_system_prompt_is_not_given_back_to_the_caller(
+    redact: RedactHandler, restore: RestoreHandler
+) -> None:
+    """Restore scope by role: only placeholders that occurred in the caller's own messages."""
+    record = accepted("Tell me about my colleague.")
+    envelope = Envelope.model_validate_json(record.value)
+    messages = [
+        ChatMessage(role="system", content="Records: Bob Stone, bob.stone@example.com."),
+        ChatMessage(role="user", content="I am Jane Roe. Who is in the records?"),
+    ]
+    staged = envelope.model_copy(update={"request": envelope.request.model_copy(update={"messages": messages})})
+    redacted = redact.handle(Incoming(record.topic, 0, record.offset, staged.to_bytes(), timestamp_ms=1))
+    masked = Envelope.model_validate_json(redacted.records[0].value).request.messages
+    caller = sorted({m.group(0) for m in PLACEHOLDER.finditer(masked[1].content)})
+    system_only = sorted({m.group(0) for m in PLACEHOLDER.finditer(masked[0].content)} - set(caller))
+    assert caller and len(system_only) == 2, masked
+    answer = completed(redacted, f"Hello {caller[0]}; the records list {' at '.join(system_only)}.")
+
+    outcome = restore.handle(answer)
+
+    reply = CompletionReply.model_validate_json(outcome.records[0].value)
+    assert "Jane Roe" in reply.content, "the caller's own value comes back"
+    assert "Bob" not in reply.content and "bob.stone" not in reply.content
+    assert all(placeholder in reply.content for placeholder in system_only)
+    assert event(outcome).details.extra["placeholders_out_of_scope"] == 2  # type: ignore[index]

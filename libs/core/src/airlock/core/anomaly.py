@@ -350,8 +350,9 @@ def injection_anomaly(messages: Iterable[ChatMessage], event: AuditEvent) -> Ano
 def output_anomalies(restoration: Mapping[str, AuditScalar], event: AuditEvent) -> list[Anomaly]:
     """Anomalies in an answer, from the restore step's counts (the DELIVERED event's ``extra``).
 
-    Placeholders altered (near-misses of a sent placeholder) or unknown (placeholder-shaped
-    but never sent) mean the model rewrote what it was given; PII found in the answer that
+    Placeholders altered (near-misses of a sent placeholder), unknown (placeholder-shaped
+    but never sent) or out of scope (a value from a message the caller may not get back,
+    asked for by name) mean the model rewrote what it was given or was steered to; PII found in the answer that
     is not the caller's own means the model introduced personal data.
     """
 
@@ -361,12 +362,18 @@ def output_anomalies(restoration: Mapping[str, AuditScalar], event: AuditEvent) 
 
     found: list[Anomaly] = []
     altered, unknown = count("placeholders_altered"), count("placeholders_unknown")
-    if altered or unknown:
+    out_of_scope = count("placeholders_out_of_scope")
+    if altered or unknown or out_of_scope:
         found.append(
             Anomaly(
                 kind=AnomalyKind.PLACEHOLDER_ALTERED,
                 tenant=event.tenant,
-                facts={"altered": altered, "unknown": unknown, "sent": count("placeholders_sent")},
+                facts={
+                    "altered": altered,
+                    "unknown": unknown,
+                    "out_of_scope": out_of_scope,
+                    "sent": count("placeholders_sent"),
+                },
                 airlock_id=event.airlock_id,
                 request_id=event.request_id,
                 client_id=event.client_id,

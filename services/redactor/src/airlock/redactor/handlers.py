@@ -37,7 +37,7 @@ from airlock.core.models import (
 from airlock.core.stage import Incoming, Outcome, Result, StageContext, read_envelope
 from airlock.core.telemetry.tracing import GEN_AI_RESPONSE_MODEL
 from airlock.redactor.observability import record_span, transition_of
-from airlock.redactor.placeholders import restore
+from airlock.redactor.placeholders import PLACEHOLDER, restore
 from airlock.redactor.policy import Policy
 from airlock.redactor.redaction import OutputScan, RedactionResult, Redactor
 from airlock.redactor.vault import open_map, seal_map, vault_binding
@@ -294,6 +294,22 @@ class RedactHandler:
         )
 
 
+def in_scope(mapping: dict[str, str], envelope: Envelope, policy: Policy) -> dict[str, str]:
+    """The part of ``mapping`` the answer may restore: placeholders in the policy's roles' messages.
+
+    The envelope's messages are the masked ones the model saw (signed along the way), so
+    which placeholder came from whose message is read from them.
+    """
+    roles = set(policy.restore_roles)
+    seen = {
+        match.group(0)
+        for message in envelope.request.messages
+        if message.role in roles
+        for match in PLACEHOLDER.finditer(message.content)
+    }
+    return {placeholder: value for placeholder, value in mapping.items() if placeholder in seen or placeholder == value}
+
+
 def sent_texts(request: LLMRequest) -> list[str]:
     """Every text of a request that leaves Airlock or rides on its topics, in a fixed order.
 
@@ -412,7 +428,7 @@ class RestoreHandler:
             return None
         policy = self._redactor.policy_for(envelope.request.tenant, envelope.request.use_case)
         mapping = open_map(current_ring(self._ring), vault_binding(envelope), envelope.vault)
-        return restore(envelope.completion.content, mapping).text, policy, mapping
+        return restore(envelope.completion.content, in_scope(mapping, envelope, policy)).text, policy, mapping
 
     def handle(self, incoming: Incoming, scan: OutputScan | None = None) -> Outcome:
         """Restore one completion and deliver it (with its span and any anomaly notices).
@@ -452,7 +468,11 @@ class RestoreHandler:
         except (InvalidTag, KeyRingError, ValueError):
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
             return self._fail(incoming, envelope, policy, failure)
-        restoration = restore(completion.content, mapping)
+        scoped = in_scope(mapping, envelope, policy)
+        restoration = restore(completion.content, scoped)
+        out_of_scope = sum(
+            1 for m in PLACEHOLDER.finditer(completion.content) if m.group(0) in mapping.keys() - scoped.keys()
+        )
         if scan is None:
             scan = self._redactor.scan_output(restoration.text, policy, mapping)
         reply = CompletionReply(
@@ -470,7 +490,8 @@ class RestoreHandler:
             "placeholders_survived": restoration.survived,
             "placeholders_missing": restoration.missing,
             "placeholders_altered": restoration.altered,
-            "placeholders_unknown": restoration.unknown,
+            "placeholders_unknown": restoration.unknown - out_of_scope,
+            "placeholders_out_of_scope": out_of_scope,
             "placeholder_survival_rate": None if survival is None else round(survival, 4),
             "output_pii_found": scan.found,
             "output_pii_action": scan.action if scan.found else None,

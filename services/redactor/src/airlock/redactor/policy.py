@@ -126,6 +126,11 @@ class PhoneOptions(_Strict):
     leniency: Literal["possible", "valid"] = "valid"
 
 
+Role = Literal["system", "developer", "user", "assistant"]
+#: The caller's own messages: what it wrote, and the answers it was already given.
+CALLER_ROLES: tuple[Role, ...] = ("user", "assistant")
+
+
 class OutputRule(_Strict):
     """What to do with PII that the model's answer introduced (not the caller's own values).
 
@@ -172,6 +177,10 @@ class Policy(_Strict):
             ("Jane Roe … thanks, Jane"), except stop words.
         phone: Phone recognition options.
         output: What to do with PII the model introduced in its answer.
+        restore_roles: Whose messages' values the answer may get back: a placeholder is
+            restored only when it occurred in a message of one of these roles. Values that
+            came only from other messages (a system prompt's retrieved records, say) stay
+            placeholders in the answer and are counted as ``placeholders_out_of_scope``.
     """
 
     schema_version: Literal[1] = 1
@@ -187,6 +196,7 @@ class Policy(_Strict):
     name_parts: bool = True
     phone: PhoneOptions = PhoneOptions()
     output: OutputRule = OutputRule()
+    restore_roles: list[Role] = Field(default_factory=lambda: list(CALLER_ROLES), min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
