@@ -469,10 +469,7 @@ class RestoreHandler:
             failure = StageError(ErrorCode.RESTORE_FAILED, "the answer could not be restored")
             return self._fail(incoming, envelope, policy, failure)
         scoped = in_scope(mapping, envelope, policy)
-        restoration = restore(completion.content, scoped)
-        out_of_scope = sum(
-            1 for m in PLACEHOLDER.finditer(completion.content) if m.group(0) in mapping.keys() - scoped.keys()
-        )
+        restoration = restore(completion.content, scoped, withheld=mapping.keys() - scoped.keys())
         if scan is None:
             scan = self._redactor.scan_output(restoration.text, policy, mapping)
         reply = CompletionReply(
@@ -490,8 +487,8 @@ class RestoreHandler:
             "placeholders_survived": restoration.survived,
             "placeholders_missing": restoration.missing,
             "placeholders_altered": restoration.altered,
-            "placeholders_unknown": restoration.unknown - out_of_scope,
-            "placeholders_out_of_scope": out_of_scope,
+            "placeholders_unknown": restoration.unknown,
+            "placeholders_out_of_scope": restoration.withheld,
             "placeholder_survival_rate": None if survival is None else round(survival, 4),
             "output_pii_found": scan.found,
             "output_pii_action": scan.action if scan.found else None,

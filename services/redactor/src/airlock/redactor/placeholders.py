@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 #: Bounded everywhere (entity type names are short): with unbounded repetition, an answer
@@ -240,6 +240,8 @@ class Restoration:
         text: The answer with every known placeholder replaced by its value.
         restored: Placeholder occurrences replaced.
         unknown: Placeholder-shaped tokens that are not in the map (invented by the model).
+        withheld: Occurrences of placeholders the map holds but may not restore here (out
+            of the caller's scope): left as they are.
         altered: Near-misses of a sent placeholder (``[PERSON_1]``, ``<person 1>``): not
             restored, since restoration is exact.
         missing: Placeholders sent to the model that its answer does not contain.
@@ -254,6 +256,7 @@ class Restoration:
     altered: int = 0
     sent: int = 0
     survived: int = 0
+    withheld: int = 0
 
     @property
     def survival_rate(self) -> float | None:
@@ -261,11 +264,12 @@ class Restoration:
         return self.survived / self.sent if self.sent else None
 
 
-def restore(text: str, by_placeholder: dict[str, str]) -> Restoration:
+def restore(text: str, by_placeholder: dict[str, str], withheld: Collection[str] = ()) -> Restoration:
     """Replace placeholders by their values in one pass, by exact match only.
 
     A value that itself looks like a placeholder is never re-expanded, because the
-    replacement is computed over the original text in a single scan.
+    replacement is computed over the original text in a single scan. Placeholders in
+    ``withheld`` are known but stay as they are (counted apart from unknown ones).
     """
     seen: set[str] = set()
     counts = Counter[str]()
@@ -274,7 +278,7 @@ def restore(text: str, by_placeholder: dict[str, str]) -> Restoration:
         token = match.group(0)
         value = by_placeholder.get(token)
         if value is None:
-            counts["unknown"] += 1
+            counts["withheld" if token in withheld else "unknown"] += 1
             return token
         if value != token:
             counts["restored"] += 1
@@ -298,6 +302,7 @@ def restore(text: str, by_placeholder: dict[str, str]) -> Restoration:
         altered=altered,
         sent=len(sent),
         survived=len(seen & sent),
+        withheld=counts["withheld"],
     )
 
 
