@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
@@ -43,7 +41,6 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     # Admission records count only when signed by their stage (the runtime loads the keys on start).
     feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door(), signer=lambda: runtime.signer)
     watch = TopicWatch(settings.kafka, topics)
-    tasks: list[asyncio.Task[None]] = []
 
     async def load_seen(partition: int, since: datetime) -> list[SeenRecord]:
         return await read_seen(settings.kafka, topics.ingest_seen, partition, since)
@@ -87,17 +84,13 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
             )
         await watch.start()
         await feed.start()
-        tasks.append(asyncio.create_task(registry.follow(settings.clients_reload_s)))
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await watch.stop()
         await feed.stop()
 
     runtime.on_startup(start)
+    runtime.run_alongside("clients file", lambda: registry.follow(settings.clients_reload_s))
     # Registered after the runtime's drain, so in-flight batches can still reach the feed.
     runtime.app.on_shutdown(stop)
     # The runtime's raw batch subscriber says nothing about payloads: publish the contract.
