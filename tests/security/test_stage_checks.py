@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from airlock.client import AirlockClient
 from airlock.core import headers as h
+from airlock.core.authenticity import DoorCheck, Trust, writers_of
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditDetails,
@@ -33,7 +35,12 @@ from airlock.core.models import (
     SealedVault,
     utcnow,
 )
-from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack
+from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack, ensure_mesh_keys
+from airlock.ingest.feeds import read_seen
+from airlock.ingest.replay import SeenRecord
+from airlock.llm_worker.cache import CacheEntry, ResponseCache
+from airlock.llm_worker.feeds import CacheFeed, PacingFeed
+from airlock.llm_worker.pacing import Pacer, PacingSignal
 from tests.integration.kafka_reading import header, read_topic
 from tests.integration.markers import unmasked_marker
 
@@ -176,3 +183,106 @@ async def test_a_stage_cannot_write_evidence_in_another_stages_name(stack: Local
     assert await dead_letter(stack, airlock_id) == {"stage": "auditor", "code": "unauthentic_record"}
     await asyncio.sleep(2)
     assert not [v for v in await ledger_mentions(stack, airlock_id) if b'"kind":"transition"' in v]
+
+
+# -- side channels: read outside the stages' doors, checked by their readers ------------------
+
+
+def mesh_door(stack: LocalStack) -> DoorCheck:
+    """The door check a stage builds from the mesh's trust file."""
+    return DoorCheck(Trust.from_json(ensure_mesh_keys(stack.state).read_text()), writers_of(stack.topics))
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_forged_cache_entries_are_never_served(stack: LocalStack) -> None:
+    door = mesh_door(stack)
+    topic = stack.topics.llm_cache
+    now = utcnow()
+
+    def entry(content: str) -> CacheEntry:
+        return CacheEntry(
+            key=uuid.uuid4().hex,
+            tenant="acme",
+            use_case="default",
+            model=MODEL,
+            content=content,
+            finish_reason="stop",
+            served_model=MODEL,
+            created_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+
+    genuine, unsigned, wrong_stage = entry("genuine"), entry("PAYMENT APPROVED"), entry("PAYMENT APPROVED")
+    cache = ResponseCache()
+    feed = CacheFeed(stack.kafka_settings, topic, cache, door=lambda: door)
+    await feed.start()
+    try:
+        for forged, signer in ((unsigned, None), (wrong_stage, "ingest"), (genuine, "llm-worker")):
+            key, value = forged.key.encode(), forged.model_dump_json().encode()
+            headers = [stack.stage_signer(signer).header(topic, key, value)] if signer else []
+            await forge(stack, topic, value, key, headers)
+        await eventually(lambda: cache.get(genuine.key, "acme", utcnow()) is not None, "the genuine entry")
+        assert cache.get(unsigned.key, "acme", utcnow()) is None, "an unsigned cache entry was taken"
+        assert cache.get(wrong_stage.key, "acme", utcnow()) is None, "ingest may not write the llm-worker's cache"
+    finally:
+        await feed.stop()
+
+
+async def test_forged_pacing_signals_pause_nothing(stack: LocalStack) -> None:
+    door = mesh_door(stack)
+    topic = stack.topics.llm_pacing
+    targets = {"paced-by-a-peer": (None, None), "paced-by-a-forger": (None, None)}
+    listener = Pacer(dict(targets), share=lambda: 1.0, origin=f"listener-{uuid.uuid4().hex[:6]}")
+    peer = Pacer(dict(targets), share=lambda: 1.0, origin=f"peer-{uuid.uuid4().hex[:6]}")
+    listening = PacingFeed(stack.kafka_settings, topic, listener, door=lambda: door)
+    signing = PacingFeed(stack.kafka_settings, topic, peer, signer=lambda: stack.stage_signer("llm-worker"))
+    await listening.start()
+    await signing.start()
+    try:
+        forged = PacingSignal(target="paced-by-a-forger", pause_until=time.time() + 600, factor=0.1, origin="mallory")
+        await forge(stack, topic, forged.model_dump_json().encode(), forged.target.encode(), [])
+        signal = peer.rate_limited("paced-by-a-peer", retry_after=600, now=time.time())
+        assert signal is not None
+        signing.publish(signal)  # signed as the llm-worker, as every replica's signals are
+        await eventually(lambda: listener.paused_for("paced-by-a-peer", time.time()) > 0, "the peer's pause")
+        assert listener.paused_for("paced-by-a-forger", time.time()) == 0, "a forged signal paused a target"
+    finally:
+        await signing.stop()
+        await listening.stop()
+
+
+async def test_forged_seen_records_cannot_make_a_request_look_replayed(stack: LocalStack) -> None:
+    door = mesh_door(stack)
+    topic = stack.topics.ingest_seen
+    since = utcnow() - timedelta(seconds=5)
+
+    def seen(request_id: str) -> SeenRecord:
+        return SeenRecord(
+            client_id=DEV_CLIENT_ID,
+            request_id=request_id,
+            signature=uuid.uuid4().hex,
+            airlock_id=str(uuid.uuid4()),
+            accepted=True,
+            at=utcnow(),
+            signed_at=int(time.time()),
+        )
+
+    forged, genuine = seen(f"forged-{uuid.uuid4().hex[:6]}"), seen(f"genuine-{uuid.uuid4().hex[:6]}")
+    producer = AIOKafkaProducer(**stack.kafka_settings.client_args(), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, forged.to_bytes(), key=forged.request_id.encode(), partition=0)
+        key, value = genuine.request_id.encode(), genuine.to_bytes()
+        signature = stack.stage_signer("ingest").header(topic, key, value)
+        await producer.send_and_wait(topic, value, key=key, partition=0, headers=[signature])
+    finally:
+        await producer.stop()
+    found = {record.request_id for record in await read_seen(stack.kafka_settings, topic, 0, since, door=lambda: door)}
+    assert genuine.request_id in found, "a genuine seen record was dropped"
+    assert forged.request_id not in found, "an unsigned seen record was taken"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiokafka import ConsumerRecord
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -172,6 +173,22 @@ class DoorCheck:
         except InvalidSignature:
             raise RecordRefused(f"signature of stage {stage} does not match the record") from None
         return stage
+
+    def record_signer(self, record: ConsumerRecord) -> str:
+        """:meth:`signer` of a record read from Kafka (side channels and feeds read these).
+
+        Raises:
+            RecordRefused: No valid signature by a stage that writes the record's topic.
+        """
+        headers = [(name, value or b"") for name, value in record.headers or ()]
+        return self.signer(record.topic, record.key, record.value or b"", headers)
+
+
+Door = Callable[[], DoorCheck]
+"""Gives the mesh's door check once the stage has started (its keys load at start-up)."""
+
+Signer = Callable[[], "StageSigner | None"]
+"""Gives the stage's signer once started (``None`` where the mesh is not configured)."""
 
 
 def writers_of(topics: Topics) -> dict[str, frozenset[str]]:

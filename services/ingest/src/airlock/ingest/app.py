@@ -43,7 +43,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     watch = TopicWatch(settings.kafka, topics)
 
     async def load_seen(partition: int, since: datetime) -> list[SeenRecord]:
-        return await read_seen(settings.kafka, topics.ingest_seen, partition, since)
+        return await read_seen(settings.kafka, topics.ingest_seen, partition, since, door=runtime.door)
 
     handler = IngestHandler(
         context,

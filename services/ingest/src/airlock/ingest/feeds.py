@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from airlock.core.admin import list_topics, partition_counts
-from airlock.core.authenticity import DoorCheck, RecordRefused, StageSigner
+from airlock.core.authenticity import Door, RecordRefused, Signer
 from airlock.core.models import Settlement, UsageRecord
 from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
@@ -83,8 +83,8 @@ class QuotaFeed:
         kafka: KafkaSettings,
         topics: Topics,
         *,
-        door: Callable[[], DoorCheck] | None = None,
-        signer: Callable[[], StageSigner | None] | None = None,
+        door: Door | None = None,
+        signer: Signer | None = None,
         read_usage: bool = False,
     ) -> None:
         self._kafka = kafka
@@ -201,13 +201,12 @@ class QuotaFeed:
 
     def _apply(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         value = record.value or b""
-        headers = [(k, v or b"") for k, v in record.headers or ()]
         where = f"{tp.topic}/{tp.partition}@{record.offset}"
         try:
             if tp == self._admissions:
                 entry = read_admission_record(value)
                 if self._door is not None:
-                    signer = self._door().signer(tp.topic, record.key, value, headers)
+                    signer = self._door().record_signer(record)
                     if signer != ADMISSION_SIGNERS[type(entry)]:
                         raise RecordRefused(f"a {entry.kind} signed by {signer}")
                 self.arbiter.apply(entry, record.timestamp)
@@ -230,8 +229,14 @@ async def quota_snapshot(kafka: KafkaSettings, topics: Topics, timeout_s: float 
     return feed
 
 
-async def read_seen(kafka: KafkaSettings, topic: str, partition: int, since: datetime) -> list[SeenRecord]:
-    """Every committed :class:`SeenRecord` of one partition written since ``since``."""
+async def read_seen(
+    kafka: KafkaSettings, topic: str, partition: int, since: datetime, door: Door | None = None
+) -> list[SeenRecord]:
+    """Every committed :class:`SeenRecord` of one partition written since ``since``.
+
+    With ``door``, only records ingest signed count: a forged one could make a genuine
+    request look like a replay (or a duplicate) and be refused.
+    """
     consumer = _consumer(kafka)
     await consumer.start()
     try:
@@ -244,7 +249,12 @@ async def read_seen(kafka: KafkaSettings, topic: str, partition: int, since: dat
             batches = await consumer.getmany(tp, timeout_ms=1000)
             for record in batches.get(tp, []):
                 try:
+                    if door is not None:
+                        door().record_signer(record)
                     found.append(SeenRecord.model_validate_json(record.value or b""))
+                except RecordRefused as refused:
+                    where = f"{topic}/{partition} at {record.offset}"
+                    log.warning("skipping unauthentic record on %s: %s", where, refused)
                 except ValidationError:
                     log.warning("skipping unreadable record on %s/%d at %d", topic, partition, record.offset)
         return found

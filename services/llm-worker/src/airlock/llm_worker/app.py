@@ -47,7 +47,15 @@ def create_runtime(settings: LLMWorkerSettings | None = None) -> StageRuntime:
     def trace_calls(call: Call) -> Call:
         return traced_call(call, telemetry.tracer)
 
-    worker = build_worker(settings, context, share, wrap_call=trace_calls if telemetry.tracing else None)
+    # The side channels check and sign with the stage's keys (loaded by the runtime on start).
+    worker = build_worker(
+        settings,
+        context,
+        share,
+        wrap_call=trace_calls if telemetry.tracing else None,
+        door=lambda: runtime.door(),
+        signer=lambda: runtime.signer,
+    )
     runtime = StageRuntime(
         SERVICE,
         {topics.redacted: worker.handler},

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from airlock.core.authenticity import Door, RecordRefused, Signer
 from airlock.core.models import utcnow
 from airlock.core.reading import OnBatch, TopicReader, from_beginning
 from airlock.core.settings import KafkaSettings
@@ -30,13 +31,22 @@ log = logging.getLogger("airlock.llm_worker.feeds")
 PACING_LOOKBACK = 200
 
 
-def _applying(topic: str, apply: Callable[[ConsumerRecord], None]) -> OnBatch:
-    """Hands each record to ``apply``; an unreadable one is logged and skipped (the feed goes on)."""
+def _applying(topic: str, apply: Callable[[ConsumerRecord], None], door: Door | None) -> OnBatch:
+    """Hands each record to ``apply``; an unreadable one is logged and skipped (the feed goes on).
+
+    With ``door``, only records signed by the stage that writes ``topic`` (the llm-worker)
+    are applied: a forged cache entry would be served as a tenant's answer, a forged pacing
+    signal would pause the fleet.
+    """
 
     def on_batch(_: TopicPartition, records: list[ConsumerRecord]) -> None:
         for record in records:
             try:
+                if door is not None:
+                    door().record_signer(record)
                 apply(record)
+            except RecordRefused as refused:  # before ValueError, which it is
+                log.warning("ignoring unauthentic record on %s at %d: %s", topic, record.offset, refused)
             except (ValidationError, ValueError) as error:
                 log.warning("ignoring unreadable record on %s: %s", topic, type(error).__name__)
 
@@ -50,11 +60,12 @@ class CacheFeed:
         kafka: Connection settings.
         topic: The cache topic.
         cache: Filled with live entries; tombstones remove theirs.
+        door: The mesh's door check (``None``: records are not checked, for benchmarks).
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, cache: ResponseCache) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, cache: ResponseCache, *, door: Door | None = None) -> None:
         self._cache = cache
-        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply))
+        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply, door))
 
     def _apply(self, record: ConsumerRecord) -> None:
         if record.value is None:
@@ -79,15 +90,26 @@ class PacingFeed:
         kafka: Connection settings.
         topic: The pacing topic.
         pacer: Receives other replicas' signals.
+        door: The mesh's door check for the fleet's signals (``None``: not checked).
+        signer: Signs this replica's signals (``None``: sent unsigned).
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, pacer: Pacer) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        pacer: Pacer,
+        *,
+        door: Door | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self._kafka = kafka
         self._topic = topic
         self._pacer = pacer
+        self._signer = signer
         self._producer: AIOKafkaProducer | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply))
+        self._reader = TopicReader(kafka, [topic], _applying(topic, self._apply, door))
 
     def _apply(self, record: ConsumerRecord) -> None:
         if record.value is not None:
@@ -114,8 +136,11 @@ class PacingFeed:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, producer: AIOKafkaProducer, signal: PacingSignal) -> None:
+        value, key = signal.model_dump_json().encode(), signal.target.encode()
+        signer = self._signer() if self._signer is not None else None
+        headers = [signer.header(self._topic, key, value)] if signer is not None else None
         try:
-            await producer.send_and_wait(self._topic, signal.model_dump_json().encode(), key=signal.target.encode())
+            await producer.send_and_wait(self._topic, value, key=key, headers=headers)
         except KafkaError as error:
             log.warning("could not share pacing signal for %s: %s", signal.target, error)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import openai
 
+from airlock.core.authenticity import Door, Signer
 from airlock.core.pricing import PriceTable
 from airlock.core.settings import SettingsError
 from airlock.core.stage import StageContext
@@ -108,6 +109,8 @@ def build_worker(
     share: Callable[[], float],
     *,
     wrap_call: Callable[[Call], Call] | None = None,
+    door: Door | None = None,
+    signer: Signer | None = None,
 ) -> Worker:
     """Build every part of the worker from its settings.
 
@@ -116,6 +119,8 @@ def build_worker(
         context: Audit and record builders.
         share: This replica's share of the fleet's provider limits (0 < share ≤ 1).
         wrap_call: Wraps the provider call (the benchmark times the calls with it).
+        door: Checks the side channels' records (the cache and the fleet's pacing signals).
+        signer: Signs this replica's pacing signals.
 
     Raises:
         SettingsError: Invalid routing or price table, or a target without a readable key.
@@ -132,7 +137,7 @@ def build_worker(
         origin=f"{socket.gethostname()}-{os.getpid()}",
         policy=PacingPolicy(burst_s=settings.pacing_burst_s, recovery_s=settings.pacing_recovery_s),
     )
-    pacing = PacingFeed(settings.kafka, context.topics.llm_pacing, pacer)
+    pacing = PacingFeed(settings.kafka, context.topics.llm_pacing, pacer, door=door, signer=signer)
     call = openai_call(clients)
     router = Router(
         wrap_call(call) if wrap_call is not None else call,
@@ -151,5 +156,5 @@ def build_worker(
     )
     cache = ResponseCache(settings.cache_max_entries) if table.cache and settings.cache_max_entries else None
     handler = CompletionHandler(context, router, table, price_table(settings), cache=cache)
-    cache_feed = CacheFeed(settings.kafka, context.topics.llm_cache, cache) if cache is not None else None
+    cache_feed = CacheFeed(settings.kafka, context.topics.llm_cache, cache, door=door) if cache is not None else None
     return Worker(handler, router, pacer, pacing, cache_feed, clients)
