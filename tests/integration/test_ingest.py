@@ -308,7 +308,7 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
         "too_large": {"messages": [{"role": "user", "content": "x" * 61}]},
         "param_not_allowed": {"params": {"max_tokens": 101}},
     }
-    async with AirlockClient(stack.client_kafka_settings(credentials.client_id), credentials=credentials) as restricted:
+    async with stack.client(credentials.client_id, credentials=credentials) as restricted:
         ids = {}
         for code, changes in cases.items():
             rid = unique(code)
@@ -344,16 +344,14 @@ async def test_grants_are_enforced_and_keys_rotate_without_downtime(stack: Local
         old_key = await restricted.ask(restricted.build("old key", tenant=tenant, model=MODEL), timeout=90)
     new_credentials = stack.credentials(client_id)
     assert new_credentials.key_id == new_key_id
-    async with AirlockClient(
-        stack.client_kafka_settings(new_credentials.client_id), credentials=new_credentials
-    ) as rotated_client:
+    async with stack.client(new_credentials.client_id, credentials=new_credentials) as rotated_client:
         new_key = await rotated_client.ask(rotated_client.build("new key", tenant=tenant, model=MODEL), timeout=90)
         assert isinstance(old_key, CompletionReply) and isinstance(new_key, CompletionReply)
 
         # Grace over: the old key is refused (and the refusal names the key id, not its secret).
         expired, _ = ClientsFile.load(stack.clients_file).rotated(client_id, grace=timedelta(0))
         await edit_clients(stack, lambda _: expired)
-    async with AirlockClient(stack.client_kafka_settings(credentials.client_id), credentials=credentials) as stale:
+    async with stack.client(credentials.client_id, credentials=credentials) as stale:
         rid = await stale.publish_raw(json.dumps(document(stale, unique("stale"), tenant=tenant)).encode())
         assert rid is not None
         with pytest.raises(ReplyTimeout):

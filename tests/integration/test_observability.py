@@ -54,7 +54,10 @@ class Observed:
     def client(self) -> AirlockClient:
         """An SDK client whose publish spans go to :attr:`exporter`."""
         return AirlockClient(
-            self.stack.kafka_settings, credentials=self.stack.credentials(), tracer_provider=self.tracer_provider
+            self.stack.kafka_settings,
+            credentials=self.stack.credentials(),
+            tracer_provider=self.tracer_provider,
+            trust=self.stack.trust(),
         )
 
 

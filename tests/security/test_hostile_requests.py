@@ -38,7 +38,7 @@ async def test_a_poison_request_is_refused_alone_and_the_innocent_are_answered(
 ) -> None:
     attacker_id = unique("attacker")
     credentials = await add_client(stack, attacker_id)
-    async with AirlockClient(stack.client_kafka_settings(attacker_id), credentials=credentials) as attacker:
+    async with stack.client(attacker_id, credentials=credentials) as attacker:
         rid = unique("poison")
         if poison == "nested":
             body = b"[" * 50_000
@@ -58,7 +58,7 @@ async def test_a_reply_topic_that_does_not_exist_is_refused_and_wedges_nothing(s
     """A glob grant lets a client name any reply topic under its prefix, existing or not."""
     client_id = unique("globber")
     credentials = await add_client(stack, client_id, reply_topics=[stack.topics.responses + ".*"])
-    async with AirlockClient(stack.client_kafka_settings(client_id), credentials=credentials) as globber:
+    async with stack.client(client_id, credentials=credentials) as globber:
         rid = unique("nowhere")
         missing = f"{stack.topics.responses}.{unique('missing')}"
         await globber.publish_raw(json.dumps(document(globber, rid, reply_to=missing)).encode())

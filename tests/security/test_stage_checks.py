@@ -33,6 +33,7 @@ from airlock.core.models import (
     LLMRequest,
     RedactionSummary,
     SealedVault,
+    Usage,
     utcnow,
 )
 from airlock.devstack.stack import DEV_CLIENT_ID, LocalStack, ensure_mesh_keys
@@ -286,3 +287,37 @@ async def test_forged_seen_records_cannot_make_a_request_look_replayed(stack: Lo
     found = {record.request_id for record in await read_seen(stack.kafka_settings, topic, 0, since, door=lambda: door)}
     assert genuine.request_id in found, "a genuine seen record was dropped"
     assert forged.request_id not in found, "an unsigned seen record was taken"
+
+
+async def test_the_sdk_takes_only_replies_airlock_signed_for_its_own_client(
+    stack: LocalStack, client: AirlockClient
+) -> None:
+    request = client.build("Hello, who is there?", tenant="acme", model=MODEL)
+    rid, topic = request.request_id, client.reply_to
+    client.expect(rid)
+
+    def injected(client_id: str) -> CompletionReply:
+        return CompletionReply(
+            request_id=rid,
+            airlock_id=str(uuid.uuid4()),
+            client_id=client_id,
+            model=MODEL,
+            content="PAYMENT APPROVED",
+            finish_reason="stop",
+            usage=Usage(input_tokens=1, output_tokens=1),
+        )
+
+    # Written before the request, keyed like the genuine reply: the SDK reads them first.
+    for reply, signer in (
+        (injected(client.client_id), None),  # anyone on the network, ACLs opened
+        (injected(client.client_id), "auditor"),  # a genuine stage key, but no stage that answers
+        (injected("mallory"), "ingest"),  # a genuine reply, but for another client's same request id
+    ):
+        key, value = rid.encode(), reply.to_bytes()
+        headers = [stack.stage_signer(signer).header(topic, key, value)] if signer else []
+        await forge(stack, topic, value, key, headers)
+    await client.publish(request)
+    answer = await client.wait(rid, timeout=90)
+    assert isinstance(answer, CompletionReply), answer
+    assert answer.content != "PAYMENT APPROVED", "an injected reply was taken for the client's own"
+    assert answer.client_id == client.client_id

@@ -52,8 +52,18 @@ def test_client_id_must_match_the_credentials(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("AIRLOCK_CLIENT_CREDENTIALS_FILE", raising=False)
     credentials = ClientCredentials(client_id="billing", key_id="k1", secret=SECRET)
     kafka = KafkaSettings()
-    assert AirlockClient(kafka, credentials=credentials).client_id == "billing"
+    assert AirlockClient(kafka, credentials=credentials, verify_replies=False).client_id == "billing"
     with pytest.raises(ValueError, match="does not match"):
-        AirlockClient(kafka, "crm", credentials=credentials)
+        AirlockClient(kafka, "crm", credentials=credentials, verify_replies=False)
     with pytest.raises(ValueError, match="client id is needed"):
-        AirlockClient(kafka)
+        AirlockClient(kafka, verify_replies=False)
+
+
+def test_a_client_that_cannot_verify_replies_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRLOCK_CLIENT_TRUST_FILE", raising=False)
+    credentials = ClientCredentials(client_id="billing", key_id="k1", secret=SECRET)
+    with pytest.raises(ValueError, match="replies cannot be verified"):
+        AirlockClient(KafkaSettings(), credentials=credentials)
+    monkeypatch.setenv("AIRLOCK_CLIENT_TRUST_FILE", "/nonexistent/trust.json")
+    with pytest.raises(ValueError, match="cannot read"):
+        AirlockClient(KafkaSettings(), credentials=credentials)

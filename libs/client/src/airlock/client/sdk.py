@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from airlock.client.credentials import ClientCredentials
 from airlock.core import headers as h
 from airlock.core.admin import partition_counts
+from airlock.core.authenticity import DoorCheck, RecordRefused, Trust
 from airlock.core.models import (
     ChatMessage,
     ChatParams,
@@ -40,6 +43,7 @@ from airlock.core.telemetry.tracing import (
     trace_headers,
 )
 from airlock.core.topics import Topics
+from airlock.core.topology import REPLYING_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +76,16 @@ class AirlockClient:
             (:meth:`ClientCredentials.from_env`). Without credentials records go out unsigned
             and ingest refuses them.
         tracer_provider: Where publish spans go; by default OpenTelemetry's global provider.
+        trust: The mesh's public keys (``trust.json`` from ``airlock ops mesh-keys``); by
+            default the file ``AIRLOCK_CLIENT_TRUST_FILE`` names. A reply counts only when a
+            replying stage signed it for this reply topic, it names this client, and it
+            answers a request this client is waiting for; anything else is logged and dropped.
+        verify_replies: ``False`` takes replies without checking their signature (the
+            client and request ids are still checked); only for a mesh without stage keys.
 
     Raises:
-        ValueError: No client id, or credentials that belong to another client.
+        ValueError: No client id, credentials that belong to another client, or no trust
+            to verify replies with.
     """
 
     def __init__(
@@ -85,6 +96,8 @@ class AirlockClient:
         reply_to: str | None = None,
         credentials: ClientCredentials | None = None,
         tracer_provider: TracerProvider | None = None,
+        trust: Trust | None = None,
+        verify_replies: bool = True,
     ) -> None:
         credentials = credentials or ClientCredentials.from_env()
         if credentials is not None and client_id not in (None, credentials.client_id):
@@ -101,6 +114,7 @@ class AirlockClient:
         self.topics = Topics(kafka.topic_prefix)
         self.client_id: str = resolved
         self.reply_to = reply_to or self.topics.reply_topic(resolved)
+        self._replies = _reply_check(self.reply_to, trust) if verify_replies else None
         self._request_partitions = 0
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -159,17 +173,26 @@ class AirlockClient:
             batches = await self._consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
+                    where = f"{record.partition}/{record.offset}"
                     try:
+                        if self._replies is not None:
+                            self._replies.record_signer(record)
                         reply = reply_adapter.validate_json(record.value or b"")
+                    except RecordRefused as refused:  # before ValueError, which it is
+                        log.warning("ignoring a reply at %s that Airlock did not sign: %s", where, refused)
+                        continue
                     except ValidationError:
-                        log.warning("ignoring unreadable reply at %s/%s", record.partition, record.offset)
+                        log.warning("ignoring unreadable reply at %s", where)
+                        continue
+                    if reply.client_id != self.client_id:
+                        log.warning("ignoring a reply at %s for another client", where)
                         continue
                     self._deliver(reply)
 
     def _deliver(self, reply: CompletionReply | ErrorReply) -> None:
         request_id = reply.request_id or ""
         if request_id not in self._mine:
-            return  # another caller's reply on a shared topic
+            return  # a reply to a request this client no longer waits for (or never sent)
         future = self._waiting.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result(reply)
@@ -317,6 +340,30 @@ class AirlockClient:
         """Publish ``request`` and wait for its reply."""
         await self.publish(request)
         return await self.wait(request.request_id, timeout)
+
+
+#: Where clients find the mesh's public keys (the trust file; public, not a secret).
+TRUST_FILE_VARIABLE = "AIRLOCK_CLIENT_TRUST_FILE"
+
+
+def _reply_check(reply_to: str, trust: Trust | None) -> DoorCheck:
+    """The check of ``reply_to``'s records: signed by a stage that answers callers.
+
+    Raises:
+        ValueError: No trust given and none configured.
+    """
+    if trust is None:
+        path = os.environ.get(TRUST_FILE_VARIABLE)
+        if not path:
+            raise ValueError(
+                f"replies cannot be verified: pass trust= or set {TRUST_FILE_VARIABLE} to the mesh's trust.json "
+                "(`airlock ops mesh-keys`); verify_replies=False takes unsigned replies"
+            )
+        try:
+            trust = Trust.from_json(Path(path).read_text())
+        except OSError as error:
+            raise ValueError(f"{TRUST_FILE_VARIABLE}: cannot read {path}: {error.strerror}") from None
+    return DoorCheck(trust, {reply_to: REPLYING_STAGES})
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

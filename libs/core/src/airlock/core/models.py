@@ -188,12 +188,18 @@ class Envelope(_Model):
 
 
 class CompletionReply(_Model):
-    """The answer the caller receives on its reply topic."""
+    """The answer the caller receives on its reply topic.
+
+    Attributes:
+        client_id: The client whose request this answers; the reply's stage signature covers
+            it, so a client can tell its own replies from any other (see the SDK).
+    """
 
     kind: Literal["completion"] = "completion"
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: str
     airlock_id: str
+    client_id: str | None = None
     model: str
     content: str
     finish_reason: str
@@ -212,6 +218,7 @@ class ErrorReply(_Model):
         code: Stable, machine-readable error code (see :mod:`airlock.core.errors`).
         message: A human sentence; never contains prompt text, PII or secrets.
         stage: The service that refused or failed the request.
+        client_id: The (authenticated) client the error is for, as in :class:`CompletionReply`.
         retry_after: Seconds after which retrying may succeed (quota and rate errors).
         duplicate_of: For ``replayed`` and ``duplicate_request``: the airlock id of the
             original request, whose own reply went (or goes) to its reply topic.
@@ -224,6 +231,7 @@ class ErrorReply(_Model):
     code: str
     message: str
     stage: str
+    client_id: str | None = None
     retry_after: float | None = None
     duplicate_of: str | None = None
     created_at: datetime = Field(default_factory=utcnow)

@@ -331,6 +331,7 @@ class StageContext:
         request: LLMRequest | None = None,
         request_id: str | None = None,
         reply_to: str | None = None,
+        client_id: str | None = None,
         details: AuditDetails | None = None,
         preceding: Sequence[AuditEvent] = (),
     ) -> Outcome:
@@ -345,11 +346,13 @@ class StageContext:
             request: The decoded request, when it could be decoded.
             request_id: The caller's id when the request could not be decoded.
             reply_to: Where to send the error; ignored unless it is an allowed reply topic.
+            client_id: The authenticated client when the request could not be decoded.
             details: Extra audit facts.
             preceding: Audit events to record before the failure (e.g. RECEIVED).
         """
         request_id = request.request_id if request else request_id
         reply_to = request.reply_to if request else reply_to
+        client_id = request.client_id if request else client_id
         base = details or AuditDetails()
         details = base.model_copy(update={"error_code": error.code.value, "error_message": error.message})
         records = [self.dead_letter(incoming, error.code, error.message, airlock_id)]
@@ -357,6 +360,7 @@ class StageContext:
             reply = ErrorReply(
                 request_id=request_id,
                 airlock_id=airlock_id,
+                client_id=client_id,
                 code=error.code.value,
                 message=error.message,
                 stage=self.stage,

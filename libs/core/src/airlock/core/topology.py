@@ -90,5 +90,8 @@ def stage(service: str) -> StageSpec:
     raise KeyError(f"unknown service {service!r}: expected one of {', '.join(s.service for s in STAGES)}")
 
 
+#: The stages that write replies to callers' reply topics (clients accept replies from these).
+REPLYING_STAGES: frozenset[str] = frozenset(spec.service for spec in STAGES if spec.replies)
+
 #: ``service → FastStream app`` of every stage, in pipeline order.
 SERVICE_MODULES: dict[str, str] = {spec.service: spec.module for spec in STAGES}

@@ -13,7 +13,7 @@ from pathlib import Path
 from airlock.client import AirlockClient, ClientCredentials
 from airlock.core import access
 from airlock.core.admin import apply_access, provision, provision_blocking
-from airlock.core.authenticity import StageSigner
+from airlock.core.authenticity import StageSigner, Trust
 from airlock.core.crypto import KeyRing
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.topics import Topics
@@ -302,13 +302,30 @@ class LocalStack:
         """Signing credentials of a client in this stack's clients file."""
         return dev_credentials(self.state, client_id)
 
-    def client(self, client_id: str = DEV_CLIENT_ID, *, reply_to: str | None = None) -> AirlockClient:
-        """An SDK client of this stack that signs as ``client_id`` (use ``async with``)."""
+    def trust(self) -> Trust:
+        """The mesh's public keys: what clients verify replies with."""
+        return Trust.from_json(ensure_mesh_keys(self.state).read_text())
+
+    def client(
+        self,
+        client_id: str = DEV_CLIENT_ID,
+        *,
+        reply_to: str | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> AirlockClient:
+        """An SDK client of this stack that signs as ``client_id`` (use ``async with``).
+
+        Args:
+            client_id: The client, logged in as its own principal.
+            reply_to: Its reply topic (default its own).
+            credentials: Sign with these (default: the client's current key in the clients file).
+        """
         return AirlockClient(
             self.client_kafka_settings(client_id),
             client_id,
             reply_to=reply_to,
-            credentials=self.credentials(client_id),
+            credentials=credentials or self.credentials(client_id),
+            trust=self.trust(),
         )
 
     def stop(self) -> None:

@@ -463,6 +463,7 @@ class IngestHandler:
             target=State.REJECTED,
             request_id=sender.request_id,
             reply_to=allowed,
+            client_id=sender.client_id,
             details=details,
             preceding=[received],
         )

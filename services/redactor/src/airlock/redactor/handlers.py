@@ -475,6 +475,7 @@ class RestoreHandler:
         reply = CompletionReply(
             request_id=request.request_id,
             airlock_id=envelope.airlock_id,
+            client_id=request.client_id,
             model=completion.model,
             content=scan.text,
             finish_reason=completion.finish_reason,

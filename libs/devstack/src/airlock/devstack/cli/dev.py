@@ -181,5 +181,6 @@ def dev_env(
     typer.echo(f"export AIRLOCK_REDACTOR_VAULT_KEYS_FILE={ensure_vault_keys(state_dir())}")
     typer.echo(f"export AIRLOCK_INGEST_CLIENTS_FILE={ensure_clients_file(state_dir())}")
     typer.echo(f"export AIRLOCK_CLIENT_CREDENTIALS_FILE={ensure_credentials_file(state_dir())}")
+    typer.echo(f"export AIRLOCK_CLIENT_TRUST_FILE={ensure_mesh_keys(state_dir())}")
     typer.echo(f"export AIRLOCK_AUDITOR_SIGNING_KEYS_FILE={ensure_signing_keys(state_dir())}")
     typer.echo(f"export AIRLOCK_AUDITOR_WITNESS_DIR={witness_dir(state_dir())}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ from airlock.devstack.cli.common import fail, kafka_settings
 
 if TYPE_CHECKING:
     from airlock.client import ClientCredentials
+    from airlock.core.authenticity import Trust
 
 
 def send(
@@ -28,7 +30,9 @@ def send(
     """Publish a signed request to the running stack, wait for the reply and print it.
 
     Credentials come from AIRLOCK_CLIENT_CREDENTIALS_FILE (or AIRLOCK_CLIENT_ID,
-    AIRLOCK_CLIENT_KEY_ID, AIRLOCK_CLIENT_SECRET), else from the local stack's clients file.
+    AIRLOCK_CLIENT_KEY_ID, AIRLOCK_CLIENT_SECRET), else from the local stack's clients file;
+    the mesh's public keys (to verify the reply) from AIRLOCK_CLIENT_TRUST_FILE, else the
+    local stack's.
     """
     from airlock.client import AirlockClient, ReplyTimeout
     from airlock.core.access import client_principal
@@ -36,9 +40,10 @@ def send(
 
     credentials = find_credentials(client_id)
     kafka = kafka_settings(client_principal(credentials.client_id))
+    trust = find_trust()
 
     async def run() -> Any:
-        async with AirlockClient(kafka, credentials=credentials) as client:
+        async with AirlockClient(kafka, credentials=credentials, trust=trust) as client:
             request = client.build(text, tenant=tenant, model=model, use_case=use_case)
             return await client.ask(request, timeout=timeout)
 
@@ -89,3 +94,21 @@ def find_credentials(client_id: str | None) -> ClientCredentials:
         return dev_credentials(state, wanted)
     except (LookupError, ValueError) as error:
         fail(f"{error}; add the client with `airlock clients add {wanted} ...`")
+
+
+def find_trust() -> Trust | None:
+    """The mesh's public keys: ``None`` when the environment names them (the SDK reads them), else the dev stack's."""
+    from airlock.client.sdk import TRUST_FILE_VARIABLE
+    from airlock.core.authenticity import Trust
+    from airlock.devstack.paths import state_dir
+    from airlock.devstack.stack import mesh_keys_dir
+
+    if os.environ.get(TRUST_FILE_VARIABLE):
+        return None
+    local = mesh_keys_dir(state_dir()) / "trust.json"
+    if not local.exists():
+        fail(
+            f"cannot verify replies: set {TRUST_FILE_VARIABLE} to the mesh's trust.json (`airlock ops mesh-keys`), "
+            "or start the local stack (`airlock dev up`)"
+        )
+    return Trust.from_json(local.read_text())
