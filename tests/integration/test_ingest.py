@@ -242,7 +242,8 @@ async def test_badly_signed_records_are_dead_lettered_and_audited_never_answered
         assert header(dead[rid], h.ERROR_CODE) == code
         assert code in noticed[header(dead[rid], h.DLQ_SOURCE) or ""].split(","), "its batch's notice counts it"
         assert [e for e in lifecycles[rid] if e.kind == "transition"] == [], "noise has no lifecycle"
-        assert dead[rid].value == bodies[rid], "the DLQ keeps the original bytes"
+        opened = stack.dead_letters().open(dead[rid].value, dead[rid].headers)
+        assert opened.value == bodies[rid], "the DLQ keeps the original bytes, sealed"
         assert replies[rid] == [], f"{code}: an unauthenticated record must not be answered"
     follow_up = client.build("Still there?", tenant="acme", model=MODEL)
     assert isinstance(await client.ask(follow_up, timeout=90), CompletionReply)

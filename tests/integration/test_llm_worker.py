@@ -26,6 +26,7 @@ from airlock.core import access
 from airlock.core import headers as h
 from airlock.core.admin import apply_access, provision
 from airlock.core.authenticity import StageSigner
+from airlock.core.deadletters import DeadLetterOpener
 from airlock.core.lifecycle import State
 from airlock.core.models import (
     AuditEvent,
@@ -104,6 +105,7 @@ class Lab:
     mesh: Mesh
     producer: AIOKafkaProducer
     redactor: StageSigner
+    dead_letters: DeadLetterOpener
 
     async def send(
         self,
@@ -249,7 +251,7 @@ async def lab(stack: LocalStack, lab_processes: tuple[Topics, FakeOpenAIProcess,
     producer = AIOKafkaProducer(**kafka.client_args(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        yield Lab(kafka, topics, fake, mesh, producer, stack.stage_signer("redactor"))
+        yield Lab(kafka, topics, fake, mesh, producer, stack.stage_signer("redactor"), stack.dead_letters())
     finally:
         await producer.stop()
 
@@ -317,7 +319,7 @@ async def test_all_targets_down_ends_failed_with_error_reply_dlq_and_audit(lab: 
     assert "down:500,down:500,gone:connection,gone:connection" in reply.message
     [dead] = await lab.records(lab.topics.dlq, envelope.airlock_id)
     assert header(dead, h.ERROR_CODE) == "model_unavailable"
-    assert Envelope.model_validate_json(dead.value).airlock_id == envelope.airlock_id
+    assert Envelope.model_validate_json(lab.dead_letters.open(dead.value, dead.headers).value) == envelope
     event = await lab.event(envelope, State.FAILED)
     assert event.details.error_code == "model_unavailable" and event.details.attempts == 4
     assert await lab.records(lab.topics.completions, envelope.airlock_id) == []

@@ -83,7 +83,8 @@ async def test_malformed_bytes_end_in_dlq_with_error_reply_and_pipeline_continue
     assert reply.code == "malformed" and reply.stage == "ingest"
     dead = await _dead_letter_for(stack, request_id)
     assert len(dead) == 1
-    assert dead[0].value == garbage
+    assert stack.dead_letters().open(dead[0].value, dead[0].headers).value == garbage
+    assert garbage not in dead[0].value, "a dead letter's body is sealed"
     assert header(dead[0], h.ERROR_CODE) == "malformed"
     assert "UTF-8" in (header(dead[0], h.DLQ_REASON) or "")
     assert header(dead[0], h.DLQ_SOURCE).startswith(stack.topics.requests + "/")
@@ -112,8 +113,8 @@ async def test_schema_invalid_request_ends_in_dlq_with_error_reply(stack: LocalS
     assert isinstance(reply, ErrorReply)
     assert reply.code == "schema_invalid"
     assert "messages" in reply.message and "client_id" in reply.message
-    all_dead = await read_topic(stack.kafka_settings, stack.topics.dlq)
-    matching = [r for r in all_dead if r.value == raw]
+    matching = await _dead_letter_for(stack, request_id)
+    assert [stack.dead_letters().open(r.value, r.headers).value for r in matching] == [raw]
     assert len(matching) == 1 and header(matching[0], h.ERROR_CODE) == "schema_invalid"
     timelines = await wait_for_timeline(stack.kafka_settings, request_id)
     assert [t.states for t in timelines] == [[State.RECEIVED, State.REJECTED]]

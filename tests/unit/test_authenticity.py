@@ -94,6 +94,10 @@ def test_loading_checks_the_trust_file_holds_the_stage_key(tmp_path: object) -> 
     directory = Path(str(tmp_path))
     trust = directory / "trust.json"
     trust.write_text(Trust.to_json({"redactor": public_keys(RINGS["redactor"])}))
+    settings = MeshSettings(signing_keys=RINGS["redactor"].to_json(), trust_file=trust)
+    with pytest.raises(KeyRingError, match="no dead-letter key"):
+        MeshAuthenticity.load("redactor", TOPICS, settings)
+    trust.write_text(Trust.to_json({"redactor": public_keys(RINGS["redactor"])}, KeyRing.generate("dead-letters-1")))
     loaded = MeshAuthenticity.load(
         "redactor", TOPICS, MeshSettings(signing_keys=RINGS["redactor"].to_json(), trust_file=trust)
     )

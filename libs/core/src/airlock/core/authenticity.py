@@ -34,6 +34,8 @@ from pydantic_settings import SettingsConfigDict
 
 from airlock.core import headers as h
 from airlock.core.crypto import KeyRing, KeyRingError, b64, load_key_ring, unb64
+from airlock.core.deadletters import DeadLetterSeal, dead_letter_seal
+from airlock.core.deadletters import public_key as letter_public_key
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.settings import AirlockSettings
 from airlock.core.stage import Incoming, Outcome, Processor, Result, StageContext
@@ -80,13 +82,25 @@ def _message(stage: str, topic: str, key: bytes | None, value: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Trust:
-    """Every stage's public keys: ``stage → key id → Ed25519 public key``."""
+    """Every stage's public keys and the operators' dead-letter keys.
+
+    Attributes:
+        keys: ``stage → key id → Ed25519 public key``.
+        dead_letters: ``key id → base64 X25519 public key``; letters are sealed to
+        dead_letter_active: this one.
+    """
 
     keys: Mapping[str, Mapping[str, Ed25519PublicKey]]
+    dead_letters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    dead_letter_active: str | None = None
 
     @classmethod
     def from_json(cls, text: str) -> Trust:
-        """Parse ``{"format": "airlock-mesh-trust/1", "stages": {stage: {key_id: base64}}}``."""
+        """Parse the trust file.
+
+        Its form: ``{"format": "airlock-mesh-trust/1", "stages": {stage: {key_id: base64}},
+        "dead_letters": {"active": key_id, "keys": {key_id: base64}}}``.
+        """
         try:
             raw = json.loads(text)
             if raw.get("format") != TRUST_FORMAT:
@@ -95,14 +109,28 @@ class Trust:
                 str(stage): {str(kid): Ed25519PublicKey.from_public_bytes(unb64(pub)) for kid, pub in ids.items()}
                 for stage, ids in raw["stages"].items()
             }
+            letters = raw.get("dead_letters") or {"keys": {}}
+            dead_letters = {str(kid): str(pub) for kid, pub in letters["keys"].items()}
+            active = letters.get("active")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyRingError(f"the mesh trust file is not {TRUST_FORMAT} JSON") from None
-        return cls(keys)
+        return cls(keys, dead_letters, str(active) if active is not None else None)
 
     @staticmethod
-    def to_json(public: Mapping[str, Mapping[str, str]]) -> str:
-        """The trust file's JSON from ``stage → key id → base64 public key``."""
-        return json.dumps({"format": TRUST_FORMAT, "stages": public}, indent=2, sort_keys=True)
+    def to_json(public: Mapping[str, Mapping[str, str]], dead_letters: KeyRing | None = None) -> str:
+        """The trust file's JSON.
+
+        Args:
+            public: ``stage → key id → base64 public key``.
+            dead_letters: The operators' dead-letter ring (only its public keys are written).
+        """
+        document: dict[str, object] = {"format": TRUST_FORMAT, "stages": public}
+        if dead_letters is not None:
+            document["dead_letters"] = {
+                "active": dead_letters.active,
+                "keys": {kid: b64(letter_public_key(seed)) for kid, seed in dead_letters.keys.items()},
+            }
+        return json.dumps(document, indent=2, sort_keys=True)
 
 
 class StageSigner:
@@ -205,10 +233,11 @@ def writers_of(topics: Topics) -> dict[str, frozenset[str]]:
 
 @dataclass(frozen=True)
 class MeshAuthenticity:
-    """One stage's signer and door check."""
+    """One stage's signer, door check and dead-letter seal."""
 
     signer: StageSigner
     door: DoorCheck
+    dead_letters: DeadLetterSeal
 
     @classmethod
     def load(cls, stage: str, topics: Topics, settings: MeshSettings) -> MeshAuthenticity:
@@ -227,7 +256,8 @@ class MeshAuthenticity:
         mine = trust.keys.get(stage, {}).get(signer.key_id)
         if mine is None or public_keys(ring)[signer.key_id] != b64(mine.public_bytes(Encoding.Raw, PublicFormat.Raw)):
             raise KeyRingError(f"the trust file does not hold stage {stage}'s active key {signer.key_id!r}")
-        return cls(signer, DoorCheck(trust, writers_of(topics)))
+        seal = dead_letter_seal(trust.dead_letters, trust.dead_letter_active)
+        return cls(signer, DoorCheck(trust, writers_of(topics)), seal)
 
 
 class DoorCheckedProcessor:
@@ -275,12 +305,19 @@ class DoorCheckedProcessor:
             reset(partition)
 
 
+#: The operators' dead-letter ring in the mesh keys directory (never mounted into a stage).
+DEAD_LETTER_RING = "dead-letters.json"
+
+
 def write_mesh_keys(directory: Path, stages: Iterable[str] | None = None) -> Path:
-    """Give every stage a signing ring (``<stage>.json``, mode 0600) and write ``trust.json``.
+    """Make every stage's signing ring and the operators' dead-letter ring; write ``trust.json``.
+
+    Rings are ``<stage>.json`` and ``dead-letters.json`` (mode 0600).
 
     Existing rings are kept, so the call is idempotent and the trust file follows rotations.
-    Each ring goes into that stage's own Secret; the trust file (public keys only) into a
-    ConfigMap every stage mounts.
+    Each stage's ring goes into that stage's own Secret; the dead-letter ring stays with the
+    operators (``airlock dlq read --keys``); the trust file (public keys only) goes into a
+    ConfigMap every stage mounts, and to client teams (they verify replies with it).
 
     Returns:
         The trust file.
@@ -288,16 +325,19 @@ def write_mesh_keys(directory: Path, stages: Iterable[str] | None = None) -> Pat
     import os
 
     directory.mkdir(parents=True, exist_ok=True)
-    public = {}
-    for stage in stages or [spec.service for spec in STAGES]:
-        path = directory / f"{stage}.json"
+
+    def ring(name: str, key_id: str) -> KeyRing:
+        path = directory / name
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(KeyRing.generate(f"{stage}-1").to_json())
-        public[stage] = public_keys(KeyRing.from_json(path.read_text()))
+                handle.write(KeyRing.generate(key_id).to_json())
+        return KeyRing.from_json(path.read_text())
+
+    names = stages or [spec.service for spec in STAGES]
+    public = {stage: public_keys(ring(f"{stage}.json", f"{stage}-1")) for stage in names}
     trust = directory / "trust.json"
-    text = Trust.to_json(public)
+    text = Trust.to_json(public, ring(DEAD_LETTER_RING, "dead-letters-1"))
     if not trust.exists() or trust.read_text() != text:
         trust.write_text(text)
     return trust

@@ -71,7 +71,7 @@ from airlock.core.authenticity import (
 from airlock.core.errors import ErrorCode, StageError
 from airlock.core.models import AuditDetails
 from airlock.core.settings import KafkaSettings, StageSettings
-from airlock.core.stage import Incoming, Outcome, Processor, Result, StageContext, airlock_id_for
+from airlock.core.stage import Incoming, Outcome, Outgoing, Processor, Result, StageContext, airlock_id_for
 from airlock.core.telemetry import Telemetry
 from airlock.core.telemetry.health import BrokerProbe, Check, run_checks
 from airlock.core.telemetry.instruments import OutcomeObserver, StageInstruments
@@ -699,12 +699,13 @@ class StageRuntime:
             sent = []
             for outcome, source in zip(outcomes, records, strict=True):
                 for record in outcome.records:
+                    value, headers = self._sealed(record)
                     sent.append(
                         await producer.send(
                             record.topic,
-                            record.value,
+                            value,
                             key=record.key,
-                            headers=self._signed(record.topic, record.key, record.value, record.headers),
+                            headers=self._signed(record.topic, record.key, value, headers),
                             partition=record.partition,
                         )
                     )
@@ -717,6 +718,18 @@ class StageRuntime:
             # leaving the commit to hang or its error to be logged as never retrieved.
             await asyncio.gather(*sent)
             await producer.send_offsets_to_transaction({part.tp: next_offset}, self.group_id)
+
+    def _sealed(self, record: Outgoing) -> tuple[bytes, Sequence[tuple[str, bytes]]]:
+        """A dead letter's value and headers sealed to the operators' key (other records as they are).
+
+        Dead letters are mostly refused requests, prompts in clear: on the topic only their
+        reason and ids stay readable (:mod:`airlock.core.deadletters`).
+        """
+        if record.topic != self.context.topics.dlq or self._mesh is None:
+            return record.value, record.headers
+        if self._authenticity is None:
+            raise RuntimeError("the dead-letter key is not loaded (start-up did not run)")
+        return self._authenticity.dead_letters.seal(record.key, record.value, record.headers)
 
     def _signed(
         self, topic: str, key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes]]

@@ -138,7 +138,8 @@ class TopicSettings(AirlockSettings):
         partitions: Partitions of the pipeline topics; bounds the replicas of each stage.
         replication_factor: Replicas of every topic (1 for the local single-node broker).
         transit_retention_ms: Retention of the pipeline topics (requests to responses).
-        dlq_retention_ms: Retention of the dead-letter topic.
+        dlq_retention_ms: Retention of the dead-letter topic (a week: letters are sealed, but
+            refused prompts need not outlive an operator's look at them).
         ledger_retention_ms: Retention of the audit, ledger and checkpoint topics; -1 keeps
             them forever.
         usage_retention_ms: Retention of the usage topic; longer than any budget window.
@@ -153,7 +154,7 @@ class TopicSettings(AirlockSettings):
     partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     transit_retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
-    dlq_retention_ms: int = Field(default=30 * DAY_MS, ge=-1)
+    dlq_retention_ms: int = Field(default=7 * DAY_MS, ge=-1)
     ledger_retention_ms: int = Field(default=-1, ge=-1)
     usage_retention_ms: int = Field(default=40 * DAY_MS, ge=-1)
     llm_cache_retention_ms: int = Field(default=DAY_MS, ge=-1)

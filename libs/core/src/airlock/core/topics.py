@@ -136,7 +136,7 @@ class Topics:
 
     @property
     def dlq(self) -> str:
-        """Records a stage could not process: original bytes plus the reason in headers."""
+        """Records a stage could not process: the reason in clear headers, the original sealed."""
         return self.name("dlq")
 
     def is_reply_topic(self, topic: str) -> bool:

@@ -13,8 +13,9 @@ from pathlib import Path
 from airlock.client import AirlockClient, ClientCredentials
 from airlock.core import access
 from airlock.core.admin import apply_access, provision, provision_blocking
-from airlock.core.authenticity import StageSigner, Trust
+from airlock.core.authenticity import DEAD_LETTER_RING, StageSigner, Trust
 from airlock.core.crypto import KeyRing
+from airlock.core.deadletters import DeadLetterOpener
 from airlock.core.settings import KafkaSettings, TopicSettings
 from airlock.core.topics import Topics
 from airlock.core.topology import STAGES
@@ -305,6 +306,11 @@ class LocalStack:
     def trust(self) -> Trust:
         """The mesh's public keys: what clients verify replies with."""
         return Trust.from_json(ensure_mesh_keys(self.state).read_text())
+
+    def dead_letters(self) -> DeadLetterOpener:
+        """Opens this stack's sealed dead letters (the operators' ring; tests that inspect the DLQ)."""
+        ensure_mesh_keys(self.state)
+        return DeadLetterOpener(KeyRing.from_json((mesh_keys_dir(self.state) / DEAD_LETTER_RING).read_text()))
 
     def client(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from airlock.devstack.cli import audit, bench, clients, dev, ops, redact, send, topics, usage, vault_keys
+from airlock.devstack.cli import audit, bench, clients, dev, dlq, ops, redact, send, topics, usage, vault_keys
 
 app = typer.Typer(
     help="Airlock: a Kafka-native gateway to the OpenAI API.",
@@ -27,6 +27,7 @@ app.add_typer(clients.app, name="clients")
 app.command("usage")(usage.usage)
 app.add_typer(ops.app, name="ops")
 app.add_typer(vault_keys.app, name="vault-keys")
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

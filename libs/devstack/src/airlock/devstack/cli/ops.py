@@ -599,17 +599,24 @@ def load_topic_prefix() -> str:
 
 @app.command("mesh-keys")
 def ops_mesh_keys(
-    out: Annotated[str, typer.Option(help="Directory for <stage>.json (secret) and trust.json (public).")],
+    out: Annotated[
+        str, typer.Option(help="Directory for <stage>.json, dead-letters.json (secrets) and trust.json (public).")
+    ],
 ) -> None:
-    """Make each stage's signing key ring and the mesh's trust file (idempotent; keeps existing rings).
+    """Make each stage's signing key ring, the dead-letter ring and the mesh's trust file (idempotent).
 
     Put each <stage>.json in that stage's own Secret (<stage>.meshKeys.existingSecret in the
-    chart) and trust.json in a ConfigMap (global.mesh.trust.existingConfigMap). To rotate, add a
-    key to a ring with the new one active and re-run: trust.json then lists both.
+    chart) and trust.json in a ConfigMap (global.mesh.trust.existingConfigMap); hand trust.json
+    to client teams too (their SDK verifies replies with it). Keep dead-letters.json with the
+    operators, never in the cluster: it opens the dead letters (`airlock dlq read --keys`). To
+    rotate, add a key to a ring with the new one active and re-run: trust.json then lists both.
+    Existing rings are kept.
     """
     from pathlib import Path
 
     from airlock.core.authenticity import write_mesh_keys
 
     trust = write_mesh_keys(Path(out))
-    typer.echo(f"signing rings and {trust} written to {out}; the rings are secrets, the trust file is not")
+    typer.echo(
+        f"signing rings, the dead-letter ring and {trust} written to {out}: the rings are secret, the trust file not"
+    )
