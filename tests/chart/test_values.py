@@ -126,6 +126,34 @@ def test_notes_tell_ops_how_to_check_the_rollout_and_replay_the_audit_log() -> N
         assert f"kubectl -n airlock rollout status deployment/rel-airlock-{service}" in notes
     assert "airlock ops status --namespace airlock --release rel" in notes
     assert "--from=cronjob/rel-airlock-audit-replay" in notes
-    assert "auditor.witness.existingClaim is empty" in notes
-    quiet = render_files(merged(BASE, {"auditor": {"witness": {"existingClaim": "w"}}}))["airlock/templates/NOTES.txt"]
-    assert "existingClaim is empty" not in quiet
+    assert "existingClaim is empty" not in notes
+    unwitnessed = merged(BASE, {"global": {"profile": "development"}, "auditor": {"witness": {"existingClaim": ""}}})
+    assert "auditor.witness.existingClaim is empty" in render_files(unwitnessed)["airlock/templates/NOTES.txt"]
+
+
+#: What the production profile requires, each emptied in turn.
+PRODUCTION_NEEDS = {
+    "networkPolicy.enabled is false": {"networkPolicy": {"enabled": False}},
+    "networkPolicy.kafka.to is empty": {"networkPolicy": {"kafka": {"to": []}}},
+    "networkPolicy.metrics.from is empty": {"networkPolicy": {"metrics": {"from": []}}},
+    "llmWorker.modelEndpoints.to is empty": {"llmWorker": {"modelEndpoints": {"to": []}}},
+    "auditor.witness.existingClaim is empty": {"auditor": {"witness": {"existingClaim": ""}}},
+}
+
+
+@pytest.mark.parametrize("expected", sorted(PRODUCTION_NEEDS))
+def test_the_production_profile_refuses_open_egress_open_metrics_and_no_witness(expected: str) -> None:
+    message = render_error(PRODUCTION_NEEDS[expected])
+    assert expected in message and "global.profile: development" in message, message
+    # The development profile takes the same values (a throw-away cluster).
+    assert render(merged(BASE, {**PRODUCTION_NEEDS[expected], "global": {"profile": "development"}}))
+
+
+def test_metrics_are_taken_only_from_the_monitoring_namespace_by_default() -> None:
+    with helm.Chart.load(CHART) as chart:
+        defaults = chart.values
+    assert defaults["global"]["profile"] == "production"
+    [peer] = defaults["networkPolicy"]["metrics"]["from"]
+    assert peer == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    policies = [o for o in render(BASE) if o["kind"] == "NetworkPolicy"]
+    assert policies and all(rule["from"] == [peer] for p in policies for rule in p["spec"]["ingress"])

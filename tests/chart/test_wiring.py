@@ -39,6 +39,10 @@ from tests.chart.rendering import (
 
 SCENARIO = {name: scenario_values(CHART / "ci" / f"{name}-values.yaml") for name in ("defaults", "keda", "sasl-ssl")}
 SCENARIO["strimzi"] = scenario_values(CHART / "ci" / "strimzi-values.yaml")
+#: The defaults without a witness volume (only the development profile renders that).
+UNWITNESSED = merged(
+    SCENARIO["defaults"], {"global": {"profile": "development"}, "auditor": {"witness": {"existingClaim": ""}}}
+)
 
 
 def _group_and_topics(service: str, prefix: str) -> tuple[str, set[str]]:
@@ -320,7 +324,7 @@ def test_every_file_variable_points_at_the_mounted_key() -> None:
     assert not mount.get("readOnly"), "the auditor writes its witness files"
     assert _volume_at(auditor, witness)["persistentVolumeClaim"] == {"claimName": "airlock-witness"}
     # Without a claim there is no witness at all (never one that vanishes with the pod).
-    plain = by_component(render(SCENARIO["defaults"]), "Deployment")["auditor"]["spec"]["template"]["spec"]
+    plain = by_component(render(UNWITNESSED), "Deployment")["auditor"]["spec"]["template"]["spec"]
     assert "AIRLOCK_AUDITOR_WITNESS_DIR" not in env_of(plain["containers"][0])
     assert {v["name"] for v in plain["volumes"]} == {"tmp", "signing-keys", "mesh-keys", "mesh-trust"}
 
@@ -334,7 +338,7 @@ def test_the_audit_replay_job_reads_the_auditors_witness_read_only() -> None:
     assert mount["readOnly"] is True
     claim = _volume_at(spec, witness)["persistentVolumeClaim"]
     assert claim == {"claimName": "airlock-witness", "readOnly": True}
-    [plain] = of_kind(render(SCENARIO["defaults"]), "CronJob")
+    [plain] = of_kind(render(UNWITNESSED), "CronJob")
     plain_spec = plain["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert "AIRLOCK_AUDITOR_WITNESS_DIR" not in env_of(plain_spec["containers"][0])
 

@@ -157,6 +157,29 @@ message naming the values to change.
 */}}
 {{- define "airlock.validate" -}}
 {{- $kafka := .Values.global.kafka -}}
+{{- $services := 0 -}}
+{{- range $component, $meta := fromYaml (include "airlock.components" .) -}}
+{{- if (index $.Values $meta.values).enabled -}}{{- $services = add1 $services -}}{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.global.profile "production") (gt $services 0) -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $why := "(or set global.profile: development for a throw-away cluster)" -}}
+{{- if not $np.enabled -}}
+{{- fail (printf "networkPolicy.enabled is false: the production profile confines every pod to its own traffic %s" $why) -}}
+{{- end -}}
+{{- if not $np.kafka.to -}}
+{{- fail (printf "networkPolicy.kafka.to is empty: name the brokers (ipBlock CIDRs or selectors), or every pod may reach any address on the Kafka ports %s" $why) -}}
+{{- end -}}
+{{- if not $np.metrics.from -}}
+{{- fail (printf "networkPolicy.metrics.from is empty: name who scrapes metrics (the monitoring namespace), or any pod may read them %s" $why) -}}
+{{- end -}}
+{{- if and .Values.llmWorker.enabled (not .Values.llmWorker.modelEndpoints.to) -}}
+{{- fail (printf "llmWorker.modelEndpoints.to is empty: name the model endpoints (the provider's CIDRs or an egress proxy), or the llm-worker may send prompts to any address on port 443 %s" $why) -}}
+{{- end -}}
+{{- if and .Values.auditor.enabled (not .Values.auditor.witness.existingClaim) -}}
+{{- fail (printf "auditor.witness.existingClaim is empty: without a witness outside Kafka a truncated ledger tail cannot be proven %s" $why) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq $kafka.securityProtocol "PLAINTEXT") (not $kafka.allowInsecure) -}}
 {{- fail "global.kafka.securityProtocol PLAINTEXT lets any client on the network act as any stage: use SASL_SSL (or SSL), or set global.kafka.allowInsecure: true for a throw-away cluster" -}}
 {{- end -}}
