@@ -77,7 +77,7 @@ FLOOD = 3_000
 NOISE_LEDGER_RATIO = 0.01
 
 
-async def test_a_flood_of_unsigned_records_costs_the_ledger_a_notice_per_batch(stack: LocalStack) -> None:
+async def test_a_flood_of_unsigned_records_costs_the_ledger_a_notice_per_window(stack: LocalStack) -> None:
     """Every unsigned record is dead-lettered and counted; the evidence kept forever stays small."""
     flooder = unique("flooder")
     await add_client(stack, flooder)
@@ -115,6 +115,59 @@ async def test_a_flood_of_unsigned_records_costs_the_ledger_a_notice_per_batch(s
     print(f"\n{FLOOD} unsigned records: {len(notices)} audit notices ({ratio:.4f} per record), no lifecycles")
     assert lifecycles == []
     assert ratio <= NOISE_LEDGER_RATIO, f"{len(notices)} notices for {FLOOD} records"
+
+
+#: Issue 17's trickle: unsigned records one at a time, each its own poll.
+TRICKLE = 40
+TRICKLE_GAP_S = 0.25
+#: The test stack's noise window (AIRLOCK_INGEST_NOISE_WINDOW_S; 600 s in production).
+STACK_NOISE_WINDOW_S = 5.0
+
+
+async def test_a_trickle_of_unsigned_records_costs_a_notice_per_window_and_forged_nudges_are_noise(
+    stack: LocalStack,
+) -> None:
+    """One record per poll used to cost a notice each; now a partition's window costs one.
+
+    Every fourth record also carries ingest's control header (``airlock-control:
+    noise-flush``) without ingest's signature: it is noise like the rest, so a trickle cannot
+    force a notice per record.
+    """
+    trickler = unique("trickler")
+    await add_client(stack, trickler)
+    marker = uuid.uuid4().hex[:4]
+    values = [f"{marker}t{n:05d}".encode() for n in range(TRICKLE)]
+    producer = AIOKafkaProducer(**stack.client_kafka_settings(trickler).client_args(), linger_ms=0)
+    await producer.start()
+    started = asyncio.get_running_loop().time()
+    try:
+        for n, value in enumerate(values):
+            headers = [(h.CONTROL, b"noise-flush")] if n % 4 == 0 else []
+            await producer.send_and_wait(stack.topics.requests, value, partition=0, headers=headers)
+            await asyncio.sleep(TRICKLE_GAP_S)
+    finally:
+        await producer.stop()
+    elapsed = asyncio.get_running_loop().time() - started
+
+    opener, dead = stack.dead_letters(), []
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(dead) < TRICKLE and asyncio.get_running_loop().time() < deadline:
+        letters = await read_topic(stack.kafka_settings, stack.topics.dlq)
+        dead = [r for r in letters if opener.open(r.value, r.headers).value in set(values)]
+        await asyncio.sleep(0.5)
+    assert len(dead) == TRICKLE, f"{len(dead)} of {TRICKLE} dead-lettered"
+    assert {header(r, h.ERROR_CODE) for r in dead} == {"signature_missing"}, "a forged nudge was obeyed"
+    await wait_noticed(stack, dead, timeout_s=60)
+    sources = {header(r, h.DLQ_SOURCE) for r in dead}
+    events = [e for r in await read_topic(stack.kafka_settings, stack.topics.audit) if (e := _ingest_event(r.value))]
+    notices = [e for e in events if e.kind == "notice" and _covers(e, sources)]
+    windows = elapsed / STACK_NOISE_WINDOW_S
+    print(
+        f"\n{TRICKLE} unsigned records over {elapsed:.1f} s, one per poll: {len(notices)} notices "
+        f"({len(notices) / TRICKLE:.3f} per record; {windows:.1f} windows of {STACK_NOISE_WINDOW_S:g} s)"
+    )
+    assert len(notices) <= windows + 2, f"{len(notices)} notices for {windows:.1f} windows"
+    assert len(notices) < TRICKLE / 4, "a notice per record (or per forged nudge)"
 
 
 def _ingest_event(value: bytes) -> AuditEvent | None:

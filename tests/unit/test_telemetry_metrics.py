@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from airlock.auditor.observability import auditor_observer
+from airlock.core.errors import ErrorCode
 from airlock.core.lifecycle import State
 from airlock.core.models import AuditDetails, ChatMessage, Usage
 from airlock.core.stage import Incoming, Outcome, Outgoing, StageContext
@@ -79,8 +80,13 @@ def test_ingest_counts_refusals_by_code_and_authentication() -> None:
     observe(RECORD, Outcome(events=[rejected.model_copy(update={"client_id": "billing"})]))
     observe(RECORD, Outcome(events=[transition(State.REJECTED, error_code="signature_invalid")]))
     observe(RECORD, Outcome(events=[transition(State.ACCEPTED)]))
-    noise = StageContext("ingest", Topics("t")).notice(
-        "a-2", "unauthenticated", request_id=None, details=AuditDetails(extra={"count": 5, "code.signature_missing": 5})
+    context = StageContext("ingest", Topics("t"))
+    for n in range(5):  # unauthenticated records: a dead letter each, counted as they commit
+        dead = context.dead_letter(RECORD, ErrorCode.SIGNATURE_MISSING, "no signature", f"a-{n}")
+        observe(RECORD, Outcome(records=[dead]))
+    # Their window's notice, later, counts nothing again.
+    noise = context.notice(
+        "a-0", "unauthenticated", request_id=None, details=AuditDetails(extra={"count": 5, "code.signature_missing": 5})
     )
     observe(RECORD, Outcome(events=[noise]))
     assert value(metrics, "airlock_ingest_refusals_total", code="rate_limited", authenticated="true") == 1

@@ -202,6 +202,19 @@ class DoorCheck:
             raise RecordRefused(f"signature of stage {stage} does not match the record") from None
         return stage
 
+    def signed_by(
+        self, stage: str, topic: str, key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes]]
+    ) -> bool:
+        """Whether ``stage`` signed this record, whoever the topology says writes ``topic``.
+
+        For a stage's own control records on a topic others write (ingest's nudges on the
+        request topic): only that stage's signature makes them control records.
+        """
+        try:
+            return DoorCheck(self._trust, {topic: frozenset({stage})}).signer(topic, key, value, headers) == stage
+        except RecordRefused:
+            return False
+
     def record_signer(self, record: ConsumerRecord) -> str:
         """:meth:`signer` of a record read from Kafka (side channels and feeds read these).
 

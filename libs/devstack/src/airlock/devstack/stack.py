@@ -257,6 +257,8 @@ class LocalStack:
             "AIRLOCK_REDACTOR_VAULT_KEYS_RELOAD_S": "1",
             "AIRLOCK_INGEST_CLIENTS_FILE": str(ensure_clients_file(self.state)),
             "AIRLOCK_INGEST_CLIENTS_RELOAD_S": "1",
+            # Noise notices every 5 s instead of 10 minutes, so tests (and the demo) see them.
+            "AIRLOCK_INGEST_NOISE_WINDOW_S": "5",
             "AIRLOCK_TOPICS_PARTITIONS": str(self.partitions),
             "AIRLOCK_AUDITOR_SIGNING_KEYS_FILE": str(ensure_signing_keys(self.state)),
             "AIRLOCK_AUDITOR_WITNESS_DIR": str(witness_dir(self.state)),

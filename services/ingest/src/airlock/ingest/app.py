@@ -8,16 +8,18 @@ from datetime import datetime
 from airlock.core import logs
 from airlock.core.admin import partition_counts
 from airlock.core.authenticity import MeshSettings
+from airlock.core.models import utcnow
 from airlock.core.pricing import PriceTable
 from airlock.core.runtime import StageRuntime
 from airlock.core.settings import SettingsError, load
-from airlock.core.stage import StageContext
+from airlock.core.stage import Incoming, StageContext
 from airlock.core.telemetry import Telemetry
 from airlock.core.topics import Topics
 from airlock.ingest.clients import ClientRegistry
 from airlock.ingest.contract import contract
-from airlock.ingest.feeds import QuotaFeed, TopicWatch, read_seen
+from airlock.ingest.feeds import QuotaFeed, TopicWatch, nudge_quiet_partitions, read_seen
 from airlock.ingest.handlers import IngestHandler
+from airlock.ingest.noise import NoiseTally
 from airlock.ingest.observability import clients_file_gauge, ingest_observer
 from airlock.ingest.replay import SeenRecord
 from airlock.ingest.settings import IngestSettings
@@ -42,8 +44,12 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
     feed = QuotaFeed(settings.kafka, topics, door=lambda: runtime.door(), signer=lambda: runtime.signer)
     watch = TopicWatch(settings.kafka, topics)
 
-    async def load_seen(partition: int, since: datetime) -> list[SeenRecord]:
+    async def load_seen(partition: int, since: datetime) -> list[SeenRecord | NoiseTally]:
         return await read_seen(settings.kafka, topics.ingest_seen, partition, since, door=runtime.door)
+
+    def is_control(incoming: Incoming) -> bool:
+        """Ingest's own nudges count only when ingest signed them (a client's would be noise)."""
+        return runtime.door().signed_by("ingest", incoming.topic, incoming.key, incoming.value, incoming.headers)
 
     handler = IngestHandler(
         context,
@@ -54,6 +60,7 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
         reply_topics=watch,
         partitions=lambda: watch.count,
         prices=PriceTable.configured(settings.prices_file, variable="AIRLOCK_INGEST_PRICES_FILE"),
+        is_control=is_control,
     )
     telemetry = Telemetry.from_env(SERVICE)
     runtime = StageRuntime(
@@ -91,6 +98,17 @@ def create_runtime(settings: IngestSettings | None = None) -> StageRuntime:
 
     runtime.on_startup(start)
     runtime.run_alongside("clients file", lambda: registry.follow(settings.clients_reload_s))
+    runtime.run_alongside(
+        "noise nudges",
+        lambda: nudge_quiet_partitions(
+            settings.kafka,
+            topics.requests,
+            owned=lambda: [tp.partition for tp in runtime.assigned if tp.topic == topics.requests],
+            due=lambda partition: handler.noise_due(partition, utcnow()),
+            signer=lambda: runtime.signer,
+            period_s=min(30.0, settings.noise_window_s / 4),
+        ),
+    )
     # Registered after the runtime's drain, so in-flight batches can still reach the feed.
     runtime.app.on_shutdown(stop)
     # The runtime's raw batch subscriber says nothing about payloads: publish the contract.

@@ -15,19 +15,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from airlock.core import headers as h
 from airlock.core.admin import list_topics, partition_counts
 from airlock.core.authenticity import Door, RecordRefused, Signer
 from airlock.core.models import Settlement, UsageRecord
 from airlock.core.reading import committed_reader
 from airlock.core.settings import KafkaSettings
 from airlock.core.topics import Topics
+from airlock.ingest.noise import NOISE_FLUSH, NoiseTally, read_seen_entry
 from airlock.ingest.quota import (
     Admission,
     AdmissionArbiter,
@@ -231,11 +233,12 @@ async def quota_snapshot(kafka: KafkaSettings, topics: Topics, timeout_s: float 
 
 async def read_seen(
     kafka: KafkaSettings, topic: str, partition: int, since: datetime, door: Door | None = None
-) -> list[SeenRecord]:
-    """Every committed :class:`SeenRecord` of one partition written since ``since``.
+) -> list[SeenRecord | NoiseTally]:
+    """Every committed record of one partition of ``ingest.seen`` written since ``since``.
 
-    With ``door``, only records ingest signed count: a forged one could make a genuine
-    request look like a replay (or a duplicate) and be refused.
+    Seen requests, and the partition's noise tallies. With ``door``, only records ingest
+    signed count: a forged one could make a genuine request look like a replay (or a
+    duplicate) and be refused, or hide noise from the evidence.
     """
     consumer = _consumer(kafka)
     await consumer.start()
@@ -244,14 +247,14 @@ async def read_seen(
         consumer.assign([tp])
         await _seek_since(consumer, {tp: int(since.timestamp() * 1000)})
         end = (await consumer.end_offsets([tp]))[tp]
-        found: list[SeenRecord] = []
+        found: list[SeenRecord | NoiseTally] = []
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=1000)
             for record in batches.get(tp, []):
                 try:
                     if door is not None:
                         door().record_signer(record)
-                    found.append(SeenRecord.model_validate_json(record.value or b""))
+                    found.append(read_seen_entry(record.value or b""))
                 except RecordRefused as refused:
                     where = f"{topic}/{partition} at {record.offset}"
                     log.warning("skipping unauthentic record on %s: %s", where, refused)
@@ -344,3 +347,42 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def nudge_quiet_partitions(
+    kafka: KafkaSettings,
+    topic: str,
+    owned: Callable[[], Sequence[int]],
+    due: Callable[[int], bool],
+    signer: Signer,
+    period_s: float,
+) -> None:
+    """Nudge quiet request partitions whose noise notice is due, until cancelled.
+
+    Each owned partition whose notice is due gets a :data:`~airlock.ingest.noise.NOISE_FLUSH`
+    control record signed by ingest, at most once per ``period_s``.
+
+    A partition whose unauthenticated traffic stopped has no batch to seal its last window
+    in; the control record comes back through the stage runtime like any request, and the
+    handler seals the notice in that record's transaction (fenced, offsets and all).
+    """
+    producer = AIOKafkaProducer(**kafka.client_args(), enable_idempotence=True, acks="all", linger_ms=0)
+    await producer.start()
+    nudged: dict[int, float] = {}
+    try:
+        while True:
+            await asyncio.sleep(period_s)
+            for partition in owned():
+                if not due(partition) or time.monotonic() - nudged.get(partition, -period_s) < period_s:
+                    continue
+                value, headers = b'{"control":"noise-flush"}', [(h.CONTROL, NOISE_FLUSH.encode())]
+                stage_signer = signer()
+                if stage_signer is not None:
+                    headers.append(stage_signer.header(topic, None, value))
+                try:
+                    await producer.send_and_wait(topic, value, partition=partition, headers=headers)
+                    nudged[partition] = time.monotonic()
+                except KafkaError as error:  # the next round tries again; nothing is lost meanwhile
+                    log.warning("could not nudge %s/%d: %s", topic, partition, type(error).__name__)
+    finally:
+        await producer.stop()

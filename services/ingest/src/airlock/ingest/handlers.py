@@ -13,8 +13,9 @@ Who hears about a refusal: an unauthenticated record gets no reply (anyone could
 make Airlock write errors into someone's reply topic); an authenticated one gets its error
 on its reply topic when its client may use that topic. Every refusal goes to the DLQ. An
 authenticated one is audited as its request's lifecycle (RECEIVED → REJECTED with the error
-code); unauthenticated ones are summed up in one notice per batch (:mod:`airlock.ingest.noise`),
-so noise costs the ledger a record per batch rather than two per record.
+code); unauthenticated ones are summed up in one notice per partition and window
+(:mod:`airlock.ingest.noise`), so noise costs the ledger a record per window rather than two
+per record.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from airlock.core.stage import (
 )
 from airlock.ingest.auth import Sender, authenticate, claimed_client
 from airlock.ingest.clients import ClientPolicy, ClientRegistry, ClientsFile, Limits
-from airlock.ingest.noise import Unauthenticated, summary
+from airlock.ingest.noise import NOISE_FLUSH, NoiseTally, Unauthenticated
 from airlock.ingest.policy import authorize, may_reply
 from airlock.ingest.quota import Admission, AdmissionIntent, estimate_tokens
 from airlock.ingest.replay import SeenBook, SeenRecord
@@ -55,8 +56,18 @@ from airlock.ingest.validation import addressing, parse_request
 
 log = logging.getLogger("airlock.ingest")
 
-SeenLoader = Callable[[int, datetime], Awaitable[list[SeenRecord]]]
-"""``(partition, since) → seen records`` of that request partition, oldest first."""
+SeenLoader = Callable[[int, datetime], Awaitable[Sequence[SeenRecord | NoiseTally]]]
+"""``(partition, since) → seen records`` (and noise tallies) of that request partition, oldest first."""
+
+ControlCheck = Callable[[Incoming], bool]
+"""Whether a record on the request topic is ingest's own control record (signed by ingest)."""
+
+
+@dataclass(frozen=True)
+class _Control:
+    """Ingest's own nudge on a request partition (:data:`~airlock.ingest.noise.NOISE_FLUSH`)."""
+
+    incoming: Incoming
 
 
 class ReplyTopics(Protocol):
@@ -121,6 +132,8 @@ class IngestHandler:
         partitions: The request topic's current partition count (``None`` while unknown).
         prices: The price table (estimates what a request may cost, for cost budgets).
         clock: The current time (tests pass a fixed one).
+        is_control: Tells ingest's own signed control records from requests (``None``:
+            every record is a request).
     """
 
     def __init__(
@@ -135,6 +148,7 @@ class IngestHandler:
         partitions: Callable[[], int | None],
         prices: PriceTable = DEFAULT_PRICES,
         clock: Callable[[], datetime] = utcnow,
+        is_control: ControlCheck | None = None,
     ) -> None:
         self._context = context
         self._settings = settings
@@ -146,6 +160,9 @@ class IngestHandler:
         self._prices = prices
         self._clock = clock
         self._books: dict[int, SeenBook] = {}
+        self._tallies: dict[int, NoiseTally] = {}
+        self._is_control = is_control
+        self._noise_window = timedelta(seconds=settings.noise_window_s)
         self._epochs: dict[int, int] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._tolerance = timedelta(seconds=settings.signature_tolerance_s)
@@ -154,8 +171,9 @@ class IngestHandler:
     # -- partition state ------------------------------------------------------------------
 
     def on_reset(self, partition: int) -> None:
-        """Forget the partition's seen book; it is read back from Kafka before next use."""
+        """Forget the partition's seen book and noise tally; they are read back before next use."""
         self._books.pop(partition, None)
+        self._tallies.pop(partition, None)
         self._epochs[partition] = self._epochs.get(partition, 0) + 1
 
     async def _book(self, partition: int, now: datetime) -> SeenBook:
@@ -166,11 +184,16 @@ class IngestHandler:
             since = now - max(self._window, self._tolerance * 3)
             epoch = self._epochs.get(partition, 0)
             records = await self._load_seen(partition, since)
+            tally = NoiseTally(partition=partition)
             for record in records:
-                book.remember(record, now)
+                if isinstance(record, NoiseTally):
+                    tally = record  # the last one written is the partition's pending noise
+                else:
+                    book.remember(record, now)
             log.info("request partition %d: %d seen records read back", partition, len(records))
             if self._epochs.get(partition, 0) == epoch:  # else reset meanwhile: read again next time
                 self._books[partition] = book
+                self._tallies[partition] = tally
         return book
 
     # -- processing -----------------------------------------------------------------------
@@ -188,7 +211,9 @@ class IngestHandler:
             book.expire(now)
             clients = self._registry.current
             examined = self._summed_up(
-                [self._contained(incoming, now, self._examine, incoming, book, clients, now) for incoming in batch]
+                partition,
+                [self._contained(incoming, now, self._examine, incoming, book, clients, now) for incoming in batch],
+                now,
             )
             intents = [item.intent for item in examined if isinstance(item, _Candidate) and item.intent]
             admissions: dict[str, Admission] = {}
@@ -224,32 +249,70 @@ class IngestHandler:
                 names.add(self._context.topics.reply_topic(claimed))
         return sorted(names)
 
-    def _summed_up(self, examined: list[Outcome | _Candidate | Unauthenticated]) -> list[Outcome | _Candidate]:
-        """Unauthenticated records as dead letters, the last of them carrying the batch's notice."""
+    def _summed_up(
+        self, partition: int, examined: list[Outcome | _Candidate | Unauthenticated | _Control], now: datetime
+    ) -> list[Outcome | _Candidate]:
+        """Unauthenticated records as dead letters, counted in the partition's noise tally.
+
+        The last of them (or ingest's control record) carries what the tally needs: its
+        notice when due — and then the closed tally — else the tally so far, to
+        ``ingest.seen``, so the counts commit with the records they count.
+        """
         refused = [item for item in examined if isinstance(item, Unauthenticated)]
-        if not refused:
-            return [item for item in examined if not isinstance(item, Unauthenticated)]
+        controls = [item for item in examined if isinstance(item, _Control)]
+        if not refused and not controls:
+            return [item for item in examined if isinstance(item, Outcome | _Candidate)]
         context = self._context
-        notice = context.notice(
-            refused[0].airlock_id, "unauthenticated", request_id=refused[0].request_id, details=summary(refused)
-        )
+        before = self._tallies.get(partition, NoiseTally(partition=partition))
+        tally = before.counting(refused, now)
+        carrier = (refused or controls)[-1]
+        carried = Outcome()
+        if tally.due(now, self._noise_window):
+            notice = context.notice(
+                tally.sample_airlock_id, "unauthenticated", request_id=tally.sample_request_id, details=tally.details()
+            )
+            tally = tally.closed()
+            carried = Outcome(records=[self._tally_record(tally)], events=[notice])
+        elif tally is not before:
+            carried = Outcome(records=[self._tally_record(tally)])
+        self._tallies[partition] = tally
         done: list[Outcome | _Candidate] = []
         for item in examined:
-            if not isinstance(item, Unauthenticated):
+            if isinstance(item, Unauthenticated):
+                error = item.error
+                dead = context.dead_letter(item.incoming, error.code, error.message, item.airlock_id)
+                outcome = Outcome(records=[dead])
+            elif isinstance(item, _Control):
+                outcome = Outcome()
+            else:
                 done.append(item)
                 continue
-            error = item.error
-            dead = context.dead_letter(item.incoming, error.code, error.message, item.airlock_id)
-            done.append(Outcome(records=[dead], events=[notice] if item is refused[-1] else []))
+            if item is carrier:
+                outcome.records.extend(carried.records)
+                outcome.events.extend(carried.events)
+            done.append(outcome)
         return done
+
+    def _tally_record(self, tally: NoiseTally) -> Outgoing:
+        return Outgoing(
+            topic=self._context.topics.ingest_seen,
+            value=tally.to_bytes(),
+            key=b"noise-tally",
+            partition=tally.partition,
+        )
+
+    def noise_due(self, partition: int, now: datetime) -> bool:
+        """Whether the partition's noise notice is due (its owner should be nudged)."""
+        tally = self._tallies.get(partition)
+        return tally is not None and tally.due(now, self._noise_window)
 
     def _contained(
         self,
         incoming: Incoming,
         now: datetime,
-        step: Callable[..., Outcome | _Candidate | Unauthenticated],
+        step: Callable[..., Outcome | _Candidate | Unauthenticated | _Control],
         *args: object,
-    ) -> Outcome | _Candidate | Unauthenticated:
+    ) -> Outcome | _Candidate | Unauthenticated | _Control:
         """``step(*args)``, or this record's own refusal if it raised: no record fails another."""
         try:
             return step(*args)
@@ -264,7 +327,13 @@ class IngestHandler:
 
     def _examine(
         self, incoming: Incoming, book: SeenBook, clients: ClientsFile, now: datetime
-    ) -> Outcome | _Candidate | Unauthenticated:
+    ) -> Outcome | _Candidate | Unauthenticated | _Control:
+        if (
+            self._is_control is not None
+            and incoming.safe_header(h.CONTROL) == NOISE_FLUSH
+            and self._is_control(incoming)
+        ):
+            return _Control(incoming)
         airlock_id = airlock_id_for(incoming)
         try:
             sender = authenticate(incoming, clients, now=now, tolerance_s=self._settings.signature_tolerance_s)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from airlock.core import headers as h
 from airlock.core.lifecycle import State
 from airlock.core.stage import Incoming, Outcome
 from airlock.core.telemetry.instruments import OutcomeObserver
 from airlock.core.telemetry.metrics import Metrics
-from airlock.ingest.noise import counts_by_code
 
 
 def ingest_observer(metrics: Metrics) -> OutcomeObserver:
     """Counts ``airlock_ingest_refusals_total{code, authenticated}`` and ``…_accepted_total{tenant}``.
 
     A refusal is authenticated when the REJECTED event names the signing client: those
-    callers hear the error. Unauthenticated ones get a dead letter each and are counted from
-    their batch's ``unauthenticated`` notice.
+    callers hear the error. Unauthenticated ones have no event of their own (their window's
+    notice comes later) and are counted from their dead letters as they commit.
     """
     refusals = metrics.counter(
         "refusals",
@@ -26,11 +26,12 @@ def ingest_observer(metrics: Metrics) -> OutcomeObserver:
     accepted = metrics.counter("accepted", "Requests accepted by ingest, by tenant.", ["tenant"])
 
     def observe(record: Incoming, outcome: Outcome) -> None:
+        if not any(event.kind == "transition" for event in outcome.events):
+            for raw in (dict(out.headers).get(h.ERROR_CODE) for out in outcome.records):
+                if raw is not None:
+                    refusals.labels(raw.decode("utf-8", "replace"), "false").inc()
         for event in outcome.events:
-            if event.kind == "notice":
-                for code, count in counts_by_code(event.details).items():
-                    refusals.labels(code, "false").inc(count)
-            elif event.to_state is State.REJECTED:
+            if event.to_state is State.REJECTED:
                 code = event.details.error_code or "unknown"
                 refusals.labels(code, "true" if event.client_id else "false").inc()
             elif event.to_state is State.ACCEPTED:

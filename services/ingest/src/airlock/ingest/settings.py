@@ -23,6 +23,8 @@ class IngestSettings(StageSettings):
             (either way); also how long exact replays are remembered.
         idempotency_window_s: How long an accepted request id is remembered: a duplicate
             within it is refused and never reaches the model. At least twice the tolerance.
+        noise_window_s: How long a request partition's unauthenticated records are counted
+            before their one audit notice is sealed (see :mod:`airlock.ingest.noise`).
         quota_timeout_s: How long a batch may wait for the shared quota state before its
             records are retried (and, after ``max_attempts``, refused: fail closed).
         prices_file: The llm-worker's price table (the same file), to estimate what a request
@@ -38,6 +40,7 @@ class IngestSettings(StageSettings):
     clients_reload_s: float = Field(default=5.0, gt=0)
     signature_tolerance_s: float = Field(default=300.0, gt=0)
     idempotency_window_s: float = Field(default=3600.0, gt=0)
+    noise_window_s: float = Field(default=600.0, gt=0)
     quota_timeout_s: float = Field(default=10.0, gt=0)
     prices_file: Path | None = None
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
