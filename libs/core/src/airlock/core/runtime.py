@@ -69,6 +69,7 @@ from airlock.core.authenticity import (
     writers_of,
 )
 from airlock.core.errors import ErrorCode, StageError
+from airlock.core.lanes import LanePartitioner
 from airlock.core.models import AuditDetails
 from airlock.core.settings import KafkaSettings, StageSettings
 from airlock.core.stage import Incoming, Outcome, Outgoing, Processor, Result, StageContext, airlock_id_for
@@ -908,6 +909,7 @@ class StageRuntime:
                 acks="all",
                 linger_ms=0,
                 max_request_size=max(self._settings.max_message_bytes * 2, 1_048_576),
+                partitioner=LanePartitioner(),
             )
             try:
                 await producer.start()

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from airlock.core import headers as h
 from airlock.core.errors import ErrorCode, StageError
+from airlock.core.lanes import lane_key
 from airlock.core.lifecycle import State, check_transition
 from airlock.core.models import (
     AuditDetails,
@@ -274,12 +275,13 @@ class StageContext:
     # -- records ------------------------------------------------------------------------
 
     def forward(self, topic: str, envelope: Envelope, incoming: Incoming | None) -> Outgoing:
-        """Pass ``envelope`` on to the next stage's topic, keeping the trace context."""
+        """Pass ``envelope`` on to the next stage's topic, keeping the trace context, in its lane."""
         request = envelope.request
+        value = envelope.to_bytes()
         return Outgoing(
             topic=topic,
-            value=envelope.to_bytes(),
-            key=envelope.airlock_id.encode(),
+            value=value,
+            key=lane_key(envelope.airlock_id, len(value)),
             headers=(
                 (h.AIRLOCK_ID, envelope.airlock_id.encode()),
                 (h.REQUEST_ID, request.request_id.encode()),
