@@ -13,14 +13,14 @@ import asyncio
 import pytest
 
 from airlock.core.crypto import KeyRing
-from airlock.core.models import Envelope
+from airlock.core.models import CompletionReply, Envelope
 from airlock.core.stage import Outcome, StageContext
 from airlock.core.topics import Topics
 from airlock.redactor.detector import PiiDetector
-from airlock.redactor.handlers import RedactHandler, detector_thread
+from airlock.redactor.handlers import RedactHandler, RestoreHandler, detector_thread
 from airlock.redactor.policy import PolicySet, default_policy
 from airlock.redactor.redaction import Redactor
-from tests.unit.redactor_records import accepted
+from tests.unit.redactor_records import accepted, completed
 
 CONTEXT = StageContext("redactor", Topics("t."))
 RING = KeyRing.generate("k1")
@@ -80,3 +80,36 @@ async def test_a_batch_keeps_its_order_around_a_large_record(redactor: Redactor)
     batch = [accepted("Ann Lee here", offset=1), accepted(PARAGRAPH * 120, offset=2), accepted("Tom Hill", offset=3)]
     results = await handler(redactor, large_request_bytes=8_000).process(batch)
     assert [forwarded(r).airlock_id for r in results] == ["a-1", "a-2", "a-3"]
+
+
+def restorer(redactor: Redactor, executor: object, large_answer_bytes: int) -> RestoreHandler:
+    return RestoreHandler(CONTEXT, RING, redactor, executor=executor, large_answer_bytes=large_answer_bytes)  # type: ignore[arg-type]
+
+
+def delivered(result: object) -> CompletionReply:
+    assert isinstance(result, Outcome), result
+    [reply] = [r for r in result.records if r.topic.startswith("t.responses.")]
+    return CompletionReply.model_validate_json(reply.value)
+
+
+async def test_a_large_answer_is_scanned_in_steps_as_in_one_pass_and_lets_small_ones_by(redactor: Redactor) -> None:
+    executor = detector_thread()
+    redact = handler(redactor, large_request_bytes=10**9)
+    [masked] = await redact.process([accepted(PARAGRAPH * 600, offset=1)])  # ~60,000 characters
+    assert isinstance(masked, Outcome)
+    # The model repeats the prompt and adds a name of its own: the scan must find it either way.
+    answer = forwarded(masked).request.messages[0].content + " Ask Maria Gonzales in accounting."
+    record = completed(masked, answer)
+    [stepwise] = await restorer(redactor, executor, 8_000).process([record])
+    [whole] = await restorer(redactor, executor, 10**9).process([record])
+    assert delivered(stepwise).content == delivered(whole).content
+    assert "Jane Roe" in delivered(stepwise).content, "the caller's own values are restored"
+
+    restore = restorer(redactor, executor, 8_000)
+    large = asyncio.create_task(restore.process([record]))
+    await asyncio.sleep(0.05)  # the large answer has the detector thread
+    [small_masked] = await redact.process([accepted("Hi, I am Bob Stone", offset=2)])
+    [small] = await restore.process([completed(small_masked)])  # type: ignore[arg-type]
+    assert not large.done(), "the small answer waited for the whole large one"
+    assert "Bob Stone" in delivered(small).content
+    await large

@@ -50,7 +50,15 @@ def create_runtime(settings: RedactorSettings | None = None) -> StageRuntime:
         tracer=telemetry.tracer,
         anomalies=anomalies,
     )
-    restore = RestoreHandler(context, ring, redactor, executor=detector, tracer=telemetry.tracer, anomalies=anomalies)
+    restore = RestoreHandler(
+        context,
+        ring,
+        redactor,
+        executor=detector,
+        tracer=telemetry.tracer,
+        anomalies=anomalies,
+        large_answer_bytes=2 * settings.chunk_chars,
+    )
     runtime = StageRuntime(
         SERVICE,
         {topics.accepted: redact, topics.completions: restore},

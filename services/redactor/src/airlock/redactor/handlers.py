@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from opentelemetry.trace import NoOpTracer, Tracer
@@ -337,12 +337,12 @@ def with_texts(request: LLMRequest, texts: Sequence[str]) -> LLMRequest:
 
 
 @dataclass(frozen=True)
-class _Step:
+class _Step(Generic[T]):
     seconds: float
-    result: RedactionResult | None
+    result: T | None
 
 
-def _timed_step(steps: Generator[int, None, RedactionResult]) -> _Step:
+def _timed_step(steps: Generator[int, None, T]) -> _Step[T]:
     """Run one step on the detector thread (a generator's end cannot cross into a future)."""
     started = time.perf_counter()
     try:
@@ -369,6 +369,8 @@ class RestoreHandler:
         executor: The detector thread (shared with :class:`RedactHandler`).
         tracer: Records a ``restore`` span per answer (no text in it).
         anomalies: Adds notices for answers with altered placeholders or introduced PII.
+        large_answer_bytes: Records larger than this have their answer scanned a chunk per
+            turn of the detector thread, as :class:`RedactHandler` does with large requests.
     """
 
     def __init__(
@@ -380,6 +382,7 @@ class RestoreHandler:
         executor: ThreadPoolExecutor | None = None,
         tracer: Tracer | None = None,
         anomalies: AnomalySettings | None = None,
+        large_answer_bytes: int = 20_000,
     ) -> None:
         self._context = context
         self._ring = ring
@@ -387,11 +390,36 @@ class RestoreHandler:
         self._executor = executor or detector_thread()
         self._tracer = tracer or NoOpTracer()
         self._anomalies = anomalies
+        self._large_answer_bytes = large_answer_bytes
 
     async def process(self, batch: Sequence[Incoming]) -> Sequence[Result]:
-        """Restore a partition's micro-batch on the detector thread (the scan runs spaCy)."""
+        """Restore a partition's micro-batch on the detector thread (large answers a chunk per turn)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.process_sync, list(batch))
+        large = [index for index, incoming in enumerate(batch) if len(incoming.value) > self._large_answer_bytes]
+        small = [incoming for index, incoming in enumerate(batch) if index not in large]
+        results: list[Result] = list(await loop.run_in_executor(self._executor, self.process_sync, small))
+        for index in large:  # each result keeps its place; the runtime commits in offset order
+            results.insert(index, await self._restore_large(batch[index]))
+        return results
+
+    async def _restore_large(self, incoming: Incoming) -> Result:
+        """One large answer: restored, then scanned a chunk per turn, then delivered."""
+        loop = asyncio.get_running_loop()
+        restored = await loop.run_in_executor(
+            self._executor, _attempt, functools.partial(self._restored_answer, incoming)
+        )
+        scan: OutputScan | None = None
+        if isinstance(restored, tuple):  # else handle() ends it as it would any record
+            steps = self._redactor.scan_output_in_steps(*restored)
+            while True:
+                try:
+                    step = await loop.run_in_executor(self._executor, _timed_step, steps)
+                except Exception as error:  # the runtime retries, then gives up
+                    return error
+                if step.result is not None:
+                    scan = step.result
+                    break
+        return await loop.run_in_executor(self._executor, _attempt, functools.partial(self.handle, incoming, scan))
 
     def process_sync(self, batch: list[Incoming]) -> list[Result]:
         """Restore each record; an exception stands in for a record's outcome (retry).

@@ -165,14 +165,18 @@ class Redactor:
         """
         detections = []
         for text in texts:
-            chunks = self._detector.chunks(text)
-            found = []
-            for chunk in chunks:
-                # A chunk is at most the chunk size: analyzed whole, offsets relative to it.
-                found.append(self._detector.detect_many([(chunk.text, policy)])[0])
-                yield len(chunk.text)
-            detections.append(merge(chunks, found))
+            detections.append((yield from self._detect_in_steps(text, policy)))
         return self._apply(policy, list(texts), detections)
+
+    def _detect_in_steps(self, text: str, policy: Policy) -> Generator[int, None, list[Detection]]:
+        """Detect in ``text`` a chunk per step (each step yields the chunk's size)."""
+        chunks = self._detector.chunks(text)
+        found = []
+        for chunk in chunks:
+            # A chunk is at most the chunk size: analyzed whole, offsets relative to it.
+            found.append(self._detector.detect_many([(chunk.text, policy)])[0])
+            yield len(chunk.text)
+        return merge(chunks, found)
 
     @staticmethod
     def _apply(policy: Policy, texts: list[str], detections: list[list[Detection]]) -> RedactionResult:
@@ -193,6 +197,13 @@ class Redactor:
             by_placeholder: The request's map: its values are the caller's, not introduced.
         """
         return self.scan_outputs([(text, policy, by_placeholder)])[0]
+
+    def scan_output_in_steps(
+        self, text: str, policy: Policy, by_placeholder: dict[str, str]
+    ) -> Generator[int, None, OutputScan]:
+        """:meth:`scan_output` a chunk per step, for large answers (as :meth:`redact_in_steps`)."""
+        found = yield from self._detect_in_steps(text, policy)
+        return self._introduced(text, policy, by_placeholder, found)
 
     def scan_outputs(self, answers: Sequence[tuple[str, Policy, dict[str, str]]]) -> list[OutputScan]:
         """:meth:`scan_output` for several answers with one pass of the NLP model over all of them.
