@@ -306,6 +306,57 @@ class AirlockBench:
         return await one_at_a_time(self.stack.fake, samples, ask)
 
 
+#: The large request of the small-under-large step (characters of ordinary prose).
+LARGE_PROMPT_CHARS = 180_000
+#: Small requests per mode of that step, one every :data:`SMALL_GAP_S`.
+SMALL_REQUESTS = 20
+SMALL_GAP_S = 0.25
+SMALL_UNDER_LARGE_TARGET_S = 2.0
+
+
+async def small_under_large(client: Any, fake: Any, texts: Sequence[str], large_chars: int) -> dict[str, Any]:
+    """Small requests' latency through the whole mesh, alone and while a large one is in flight.
+
+    Both modes run here, one after the other, on the same mesh (model at 0 ms). In the second,
+    a ``large_chars`` prompt of ordinary prose is published first and the small requests
+    follow while it is redacted; their latencies run from each send to its reply.
+    """
+    fake.configure(latency_ms=0)
+    large_text = " ".join(texts)
+    large_text = (large_text * (large_chars // max(1, len(large_text)) + 1))[:large_chars]
+
+    async def timed(text: str) -> float:
+        started = time.perf_counter()
+        reply = await client.ask(client.build(text, tenant=TENANT, model=MODEL, params=PARAMS), timeout=300)
+        if not isinstance(reply, CompletionReply):
+            raise RuntimeError(f"small-under-large: {reply.code}: {reply.message}")
+        return time.perf_counter() - started
+
+    async def smalls() -> list[float]:
+        tasks = []
+        for n in range(SMALL_REQUESTS):
+            tasks.append(asyncio.create_task(timed(texts[n % len(texts)])))
+            await asyncio.sleep(SMALL_GAP_S)
+        return list(await asyncio.gather(*tasks))
+
+    alone = await smalls()
+    large = asyncio.create_task(timed(large_text))
+    await asyncio.sleep(0.2)  # the large one is in ingest or the redactor by now
+    beside = await smalls()
+    large_s = await large
+    return {
+        "large_chars": large_chars,
+        "large_s": large_s,
+        "alone": {"max_s": max(alone), "p50_s": _median(alone)},
+        "beside_large": {"max_s": max(beside), "p50_s": _median(beside)},
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 async def one_at_a_time(fake: Any, samples: Sequence[Sample], ask: Any) -> dict[str, Any]:
     """Send each labeled sample with ``ask(text) -> answer`` and note what the fake model received for it.
 
@@ -385,6 +436,12 @@ async def run_airlock(quick: bool, rates: Sequence[float], run: Any = None) -> d
             data["steps"] = [s.as_dict() for s in steps]
             data["memory"] = bench.monitor.peaks
             data["leakage"] = await bench.leakage(client, prompts(60 if quick else 200))
+            data["small_under_large"] = await small_under_large(
+                client,
+                bench.stack.fake,
+                [s.text for s in bench.prompts[:40]],
+                LARGE_PROMPT_CHARS // 10 if quick else LARGE_PROMPT_CHARS,
+            )
             top = steps[-1] if steps else None
             if top is not None and run is not None:
                 service = hottest(top.extra.get("cpu_ms_per_request", {}))
@@ -482,6 +539,21 @@ def measurements(data: dict[str, Any]) -> list[Measurement]:
             SUITE, "requests lost (all steps)", lost, "requests", 0.0, False, "published − min(replies, sealed)"
         )
     )
+    contended = data.get("small_under_large")
+    if contended:
+        note = f"{SMALL_REQUESTS} small requests, through the mesh; the large one took {contended['large_s']:.1f} s"
+        rows += [
+            Measurement(SUITE, "small request latency max, alone", contended["alone"]["max_s"], "s", None, False, note),
+            Measurement(
+                SUITE,
+                f"small request latency max, beside a {contended['large_chars']:,}-character request",
+                contended["beside_large"]["max_s"],
+                "s",
+                SMALL_UNDER_LARGE_TARGET_S,
+                False,
+                note,
+            ),
+        ]
     leakage = data.get("leakage", {})
     if leakage.get("matched"):
         rows.append(
